@@ -1,0 +1,54 @@
+"""The project's own errors: an HTTP status and a message safe to show a client.
+
+Third-party exceptions are mapped to these at one boundary per dependency
+(origin/s3.py for botocore and aiohttp, presign.py for Redis); handlers only
+ever see ``GatewayError``.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+    public_message = "internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.public_message)
+        self.detail = detail or self.public_message
+
+
+class BadRequest(GatewayError):
+    status = 400
+    public_message = "bad request"
+
+
+class NotFound(GatewayError):
+    status = 404
+    public_message = "image not found"
+
+
+class OriginError(GatewayError):
+    """The origin failed or answered something we refuse to serve."""
+
+    status = 502
+    public_message = "origin error"
+
+
+class OriginTimeout(OriginError):
+    status = 504
+    public_message = "origin timed out"
+
+
+class UnsupportedMedia(OriginError):
+    """The origin object is not an allowed image type."""
+
+    public_message = "origin object is not an allowed image type"
+
+
+class TooLarge(OriginError):
+    public_message = "origin object is too large"
+
+
+class Busy(GatewayError):
+    status = 503
+    public_message = "busy, retry shortly"

@@ -1,0 +1,47 @@
+"""Counters for every layer, in one place: the metrics and stats views read them.
+
+Plain integers on one object: incrementing must cost nothing on the hot path.
+Each worker process has its own; /metrics aggregates them across workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class LayerCounters:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    corrupt_dropped: int = 0
+    write_errors: int = 0
+
+
+@dataclass
+class Stats:
+    memory: LayerCounters = field(default_factory=LayerCounters)
+    disk: LayerCounters = field(default_factory=LayerCounters)
+    coalesced: int = 0  # joiners that shared another request's origin fetch
+    origin_fetches: int = 0  # GETs sent to the origin (including 304 revalidations)
+    origin_not_modified: int = 0
+    origin_errors: int = 0
+    origin_not_found: int = 0
+    stale_served: int = 0
+    fallback_served: int = 0
+    bytes_served: int = 0  # body bytes sent to clients
+    bytes_from_origin: int = 0  # body bytes downloaded from the origin
+    url_store_hits: int = 0
+    url_store_misses: int = 0
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, f.default_factory() if callable(f.default_factory)
+                    else f.default)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = dict(vars(value)) if isinstance(value, LayerCounters) else value
+        return out
