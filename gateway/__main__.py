@@ -1,0 +1,145 @@
+"""CLI: load config -> create_app -> serve (uvloop; N workers share the port)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from gateway.config import Config, ConfigError, load
+from gateway.web.accesslog import CLASSIC, make_access_logger
+from gateway.web.app import create_app
+from gateway.web.clientaddr import ClientAddress
+
+log = logging.getLogger("gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="image-gateway", description=__doc__)
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the settings and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"image-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("image-gateway: config ok")
+        return 0
+    _setup_logging()
+    if config.server.workers == 1:
+        return _run_worker(config, reuse_port=False)
+    return _supervise(config)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _run_worker(config: Config, reuse_port: bool) -> int:
+    try:
+        uvloop.run(_serve(config, reuse_port))
+    except OSError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+async def _serve(config: Config, reuse_port: bool) -> None:
+    server = config.server
+    app = await create_app(config)
+    access: dict[str, Any] = {"access_log": None}
+    if server.access_log:
+        access = {"access_log": logging.getLogger("gateway.access")}
+        if server.access_log_format == "json":
+            access["access_log_class"] = make_access_logger(
+                ClientAddress(server.trusted_proxies))
+        else:
+            access["access_log_format"] = CLASSIC
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=server.shutdown_timeout,
+        keepalive_timeout=server.keepalive_timeout, max_line_size=server.max_line_size,
+        max_field_size=server.max_field_size, **access)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port,
+                           backlog=1024)
+        await site.start()
+        for address in runner.addresses:
+            host, port = address[:2]
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening on http://%s:%d (pid %d)", shown, port, os.getpid())
+        await stop.wait()
+        log.info("draining in-flight requests (up to %.0fs)", server.shutdown_timeout)
+    finally:
+        await runner.cleanup()
+
+
+def _worker_entry(config: Config) -> None:
+    _setup_logging()
+    sys.exit(_run_worker(config, reuse_port=True))
+
+
+def _supervise(config: Config) -> int:
+    """Run N workers on one port (SO_REUSEPORT); restart a worker that dies;
+    on SIGTERM/SIGINT pass it on and wait for every worker to drain."""
+    ctx = multiprocessing.get_context("spawn")
+    workers: list[multiprocessing.process.BaseProcess] = []
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=_worker_entry, args=(config,), daemon=False)
+        proc.start()
+        return proc
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in workers:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    workers.extend(start() for _ in range(config.server.workers))
+    log.info("supervising %d workers", len(workers))
+    failures = 0
+    while not stopping:
+        time.sleep(0.2)
+        for i, proc in enumerate(workers):
+            if not proc.is_alive() and not stopping:
+                failures += 1
+                log.error("worker %s exited with %s; restarting", proc.pid, proc.exitcode)
+                time.sleep(min(5.0, 0.2 * failures))  # a crash loop must not spin
+                workers[i] = start()
+    deadline = time.monotonic() + config.server.shutdown_timeout + 5
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    codes = [proc.exitcode for proc in workers]
+    log.info("all workers stopped (%s)", codes)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

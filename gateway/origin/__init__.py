@@ -1,0 +1,55 @@
+"""Where the bytes live: one small async protocol, one module an origin kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.presign import SignedUrl
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A complete, checked object from the origin: an allowed image type, within size."""
+
+    body: bytes
+    content_type: str
+    last_modified: int
+    origin_etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int
+    last_modified: int
+    origin_etag: str | None
+
+
+class NotModified:
+    """The origin confirmed the validator we sent: the cached bytes are current."""
+
+
+NOT_MODIFIED = NotModified()
+
+
+class Origin(Protocol):
+    kind: str
+
+    async def fetch(self, image_id: str, if_none_match: str | None = None
+                    ) -> Fetched | NotModified:
+        """The object's bytes; raises NotFound, OriginError or OriginTimeout."""
+        ...
+
+    async def head(self, image_id: str) -> ObjectInfo:
+        """The object's size and validators without its bytes; raises NotFound."""
+        ...
+
+    async def url(self, image_id: str) -> SignedUrl | None:
+        """A direct URL to the object (presigned), or None when the origin has none."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the origin is reachable, for /readyz."""
+        ...
+
+    async def close(self) -> None: ...

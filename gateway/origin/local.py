@@ -1,0 +1,80 @@
+"""A folder as the origin: the embedded default and a development convenience."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from gateway.errors import NotFound, OriginError, TooLarge
+from gateway.model import validate_image_id
+from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
+from gateway.origin.content import checked_type
+from gateway.presign import SignedUrl
+
+
+class LocalOrigin:
+    kind = "local"
+
+    def __init__(self, root: Path, *, max_bytes: int, allowed_types: frozenset[str]) -> None:
+        self.root = root.resolve()
+        self.max_bytes = max_bytes
+        self.allowed_types = allowed_types
+
+    def _path(self, image_id: str) -> Path:
+        validate_image_id(image_id)  # one segment, no leading dot: cannot leave root
+        path = self.root / image_id
+        if path.parent != self.root:
+            raise NotFound()
+        return path
+
+    @staticmethod
+    def _validator(st: os.stat_result) -> str:
+        return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+    def _stat(self, image_id: str) -> os.stat_result:
+        try:
+            st = self._path(image_id).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound() from None
+        except OSError as exc:
+            raise OriginError(f"local origin: {exc.strerror}") from None
+        if not os.path.isfile(self._path(image_id)):
+            raise NotFound()
+        return st
+
+    def _read(self, image_id: str, if_none_match: str | None) -> Fetched | NotModified:
+        st = self._stat(image_id)
+        validator = self._validator(st)
+        if if_none_match is not None and if_none_match == validator:
+            return NOT_MODIFIED
+        if st.st_size > self.max_bytes:
+            raise TooLarge(f"{st.st_size} bytes is over origin.max_bytes")
+        try:
+            with open(self._path(image_id), "rb") as fh:
+                body = fh.read(self.max_bytes + 1)
+        except FileNotFoundError:
+            raise NotFound() from None
+        except OSError as exc:
+            raise OriginError(f"local origin: {exc.strerror}") from None
+        if len(body) > self.max_bytes:
+            raise TooLarge("object grew over origin.max_bytes while read")
+        content_type = checked_type(body, None, self.allowed_types)
+        return Fetched(body, content_type, int(st.st_mtime), validator)
+
+    async def fetch(self, image_id: str, if_none_match: str | None = None
+                    ) -> Fetched | NotModified:
+        return await asyncio.to_thread(self._read, image_id, if_none_match)
+
+    async def head(self, image_id: str) -> ObjectInfo:
+        st = await asyncio.to_thread(self._stat, image_id)
+        return ObjectInfo(st.st_size, int(st.st_mtime), self._validator(st))
+
+    async def url(self, image_id: str) -> SignedUrl | None:
+        return None
+
+    async def ping(self) -> bool:
+        return await asyncio.to_thread(self.root.is_dir)
+
+    async def close(self) -> None:
+        return None

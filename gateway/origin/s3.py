@@ -1,0 +1,165 @@
+"""MinIO/S3 as the origin.
+
+Bytes are fetched through presigned GET URLs with one shared aiohttp session;
+the URLs are kept in the URL store (Redis) so that every replica reuses them.
+This module is the one place where botocore and aiohttp client errors become
+the project's own errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
+from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
+from gateway.origin.content import checked_type
+from gateway.presign import SignedUrl, UrlStore
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+class S3Origin:
+    kind = "s3"
+
+    def __init__(self, client: Any, http: aiohttp.ClientSession, store: UrlStore, *,
+                 bucket: str, prefix: str, expires: int, url_ttl: int, max_bytes: int,
+                 allowed_types: frozenset[str], timeout: aiohttp.ClientTimeout) -> None:
+        self._client = client
+        self._http = http
+        self._store = store
+        self.bucket = bucket
+        self.prefix = prefix
+        self.expires = expires
+        self.url_ttl = url_ttl
+        self.max_bytes = max_bytes
+        self.allowed_types = allowed_types
+        self._timeout = timeout
+
+    def object_key(self, image_id: str) -> str:
+        return f"{self.prefix}{image_id}"
+
+    # -- presigned URLs -------------------------------------------------------------
+
+    async def sign(self, image_id: str) -> SignedUrl:
+        """A fresh presigned GET URL, stored for every replica to reuse."""
+        url: str = await self._client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.object_key(image_id)},
+            ExpiresIn=self.expires,
+        )
+        signed = SignedUrl(url, time.time() + self.expires)
+        await self._store.put(image_id, signed, self.url_ttl)
+        return signed
+
+    async def url(self, image_id: str) -> SignedUrl:
+        stored = await self._store.get(image_id)
+        if stored is not None:
+            return stored
+        return await self.sign(image_id)
+
+    # -- bytes ------------------------------------------------------------------------
+
+    async def fetch(self, image_id: str, if_none_match: str | None = None
+                    ) -> Fetched | NotModified:
+        signed = await self.url(image_id)
+        headers = {"If-None-Match": if_none_match} if if_none_match else {}
+        try:
+            result = await self._get(signed.url, headers)
+            if result is _FORBIDDEN:
+                # An expired URL or rotated credentials: sign again, once.
+                await self._store.delete(image_id)
+                signed = await self.sign(image_id)
+                result = await self._get(signed.url, headers)
+                if result is _FORBIDDEN:
+                    raise OriginError("origin refused access (403) after re-signing")
+        except TimeoutError:
+            raise OriginTimeout() from None
+        except aiohttp.ClientPayloadError:
+            raise OriginError("origin body ended early") from None
+        except aiohttp.ClientError as exc:
+            raise OriginError(f"origin unreachable: {type(exc).__name__}") from None
+        assert not isinstance(result, _Forbidden)
+        return result
+
+    async def _get(self, url: str, headers: dict[str, str]
+                   ) -> Fetched | NotModified | _Forbidden:
+        async with self._http.get(url, headers=headers, timeout=self._timeout,
+                                  allow_redirects=False, auto_decompress=False) as resp:
+            if resp.status == 304:
+                return NOT_MODIFIED
+            if resp.status == 404:
+                raise NotFound()
+            if resp.status == 403:
+                return _FORBIDDEN
+            if resp.status != 200:
+                raise OriginError(f"origin answered {resp.status}")
+            if resp.content_length is not None and resp.content_length > self.max_bytes:
+                raise TooLarge(f"origin object is {resp.content_length} bytes")
+            body = await self._read_capped(resp)
+            content_type = checked_type(body, resp.headers.get("Content-Type"),
+                                        self.allowed_types)
+            return Fetched(body, content_type,
+                           _epoch(resp.headers.get("Last-Modified")),
+                           resp.headers.get("ETag"))
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise TooLarge("origin body exceeded origin.max_bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- metadata -------------------------------------------------------------------
+
+    async def head(self, image_id: str) -> ObjectInfo:
+        try:
+            resp = await self._client.head_object(Bucket=self.bucket,
+                                                  Key=self.object_key(image_id))
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound() from None
+            raise OriginError(f"origin HEAD failed: {code}") from None
+        except (TimeoutError, BotoCoreError, aiohttp.ClientError) as exc:
+            raise OriginError(f"origin unreachable: {type(exc).__name__}") from None
+        modified = resp.get("LastModified")
+        return ObjectInfo(int(resp.get("ContentLength", 0)),
+                          int(modified.timestamp()) if modified else 0,
+                          resp.get("ETag"))
+
+    async def ping(self) -> bool:
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except (TimeoutError, ClientError, BotoCoreError, aiohttp.ClientError, OSError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        return None  # the client and session belong to create_app's cleanup context
+
+
+class _Forbidden:
+    pass
+
+
+_FORBIDDEN = _Forbidden()
+
+
+def _epoch(http_date: str | None) -> int:
+    if not http_date:
+        return int(time.time())
+    try:
+        return int(parsedate_to_datetime(http_date).timestamp())
+    except (TypeError, ValueError):
+        return int(time.time())

@@ -1,0 +1,1 @@
+"""The HTTP surface: aiohttp application, thin handlers, HTTP rules."""

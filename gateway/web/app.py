@@ -1,0 +1,163 @@
+"""create_app: the one place where concrete parts are chosen and wired together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.cache.disk import DiskCache
+from gateway.cache.memory import MemoryCache
+from gateway.config import Config, resolve_fallback
+from gateway.health import Check, Health
+from gateway.model import Blob
+from gateway.origin import Origin
+from gateway.origin.local import LocalOrigin
+from gateway.origin.s3 import S3Origin
+from gateway.presign import MemoryUrlStore, RedisUrlStore, UrlStore
+from gateway.redis_health import RedisHealth, redis_errors
+from gateway.service import FlightResult, ImageService, load_fallback
+from gateway.singleflight import SingleFlight
+from gateway.stats import Stats
+from gateway.web import handlers
+from gateway.web.keys import CONFIG, HEALTH, SERVICE, STATS
+from gateway.web.middlewares import errors
+
+log = logging.getLogger(__name__)
+
+
+async def create_app(config: Config) -> web.Application:
+    """Build every component for ``config``; closing happens in the app's cleanup."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        app = await _build(config, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+    async def close(_: web.Application) -> None:
+        await stack.aclose()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Application:
+    stats = Stats()
+    redis_health = RedisHealth(configured=bool(config.redis.url))
+    redis: Redis | None = None
+    if config.redis.url:
+        redis = Redis.from_url(
+            config.redis.url,
+            socket_timeout=config.redis.socket_timeout,
+            socket_connect_timeout=config.redis.connect_timeout,
+            retry_on_timeout=False,
+        )
+        stack.push_async_callback(redis.aclose)
+    store: UrlStore = (RedisUrlStore(redis, config.redis.prefix, redis_health, stats)
+                       if redis is not None else MemoryUrlStore(stats))
+
+    origin = await _origin(config, store, stack)
+    memory = MemoryCache(config.memory.max_bytes, config.memory.max_object_bytes,
+                         max_stale=config.disk.max_stale, counters=stats.memory)
+    disk: DiskCache | None = None
+    if config.disk.enabled:
+        disk = DiskCache(Path(config.disk.path), max_bytes=config.disk.max_bytes,
+                         max_stale=config.disk.max_stale,
+                         inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
+        await disk.start()
+        stack.push_async_callback(disk.close)
+
+    service = ImageService(
+        memory=memory, disk=disk, origin=origin,
+        flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
+        fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter)
+    stack.push_async_callback(service.close)
+
+    checks: dict[str, Check] = {"origin": origin.ping}
+    if disk is not None:
+        checks["disk"] = disk.writable
+    if redis is not None:
+        checks["redis"] = _redis_ping(redis, redis_health)
+    health = Health(checks)
+
+    app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    app[STATS] = stats
+    app[SERVICE] = service
+    app[HEALTH] = health
+
+    async def draining(_: web.Application) -> None:
+        health.draining = True
+
+    app.on_shutdown.append(draining)
+    app.router.add_get("/images/{image_id}", handlers.get_image)
+    app.router.add_get("/images/{image_id}/url", handlers.get_image_url, allow_head=False)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    return app
+
+
+async def _origin(config: Config, store: UrlStore,
+                  stack: contextlib.AsyncExitStack) -> Origin:
+    allowed = config.origin.allowed_types
+    if config.origin.kind == "local":
+        return LocalOrigin(Path(config.origin.root), max_bytes=config.origin.max_bytes,
+                           allowed_types=allowed)
+    s3 = config.s3
+    client = await stack.enter_async_context(get_session().create_client(
+        "s3",
+        endpoint_url=s3.endpoint or None,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key_id or None,
+        aws_secret_access_key=s3.secret_access_key or None,
+        config=AioConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=config.origin.connect_timeout,
+            read_timeout=config.origin.read_timeout,
+            retries={"max_attempts": 1, "mode": "standard"},
+            max_pool_connections=4,
+        ),
+    ))
+    http = await stack.enter_async_context(aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=config.origin.max_connections,
+                                       ttl_dns_cache=60),
+        auto_decompress=False,
+        raise_for_status=False,
+    ))
+    timeout = aiohttp.ClientTimeout(
+        total=config.origin.connect_timeout + config.origin.read_timeout,
+        connect=config.origin.connect_timeout,
+        sock_read=config.origin.read_timeout)
+    return S3Origin(client, http, store, bucket=s3.bucket, prefix=s3.prefix,
+                    expires=config.presign.expires, url_ttl=config.presign.cache_ttl,
+                    max_bytes=config.origin.max_bytes, allowed_types=allowed,
+                    timeout=timeout)
+
+
+def _fallback(config: Config) -> Blob | None:
+    if not config.fallback.image:
+        return None
+    path = resolve_fallback(config.fallback.image)
+    assert path is not None  # validated at start-up
+    return load_fallback(str(path), allowed=config.origin.allowed_types)
+
+
+def _redis_ping(redis: Redis, health: RedisHealth) -> Check:
+    async def ping() -> bool:
+        try:
+            await redis.ping()
+        except redis_errors as exc:
+            health.failed(exc)
+            return False
+        health.ok()
+        return True
+
+    return ping

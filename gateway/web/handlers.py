@@ -1,0 +1,42 @@
+"""Thin handlers: parse the request, ask the service, shape the response."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.model import validate_image_id
+from gateway.service import Layer
+from gateway.web.keys import CONFIG, HEALTH, SERVICE
+from gateway.web.responses import image_response
+
+
+async def get_image(request: web.Request) -> web.StreamResponse:
+    image_id = validate_image_id(request.match_info["image_id"])
+    served = await request.app[SERVICE].get(image_id)
+    http = request.app[CONFIG].http
+    cache_control = (http.fallback_cache_control if served.layer is Layer.FALLBACK
+                     else http.cache_control)
+    return image_response(request, served.entry, served.layer.value, cache_control)
+
+
+async def get_image_url(request: web.Request) -> web.Response:
+    image_id = validate_image_id(request.match_info["image_id"])
+    signed = await request.app[SERVICE].url(image_id)
+    if signed is None:  # an origin without presigned URLs: the stable URL is the URL
+        url, expires_at = str(request.url.with_path(f"/images/{image_id}")
+                              .with_query(None)), None
+    else:
+        url, expires_at = signed.url, int(signed.expires_at)
+    return web.json_response(
+        {"success": True, "image_id": image_id, "url": url, "expires_at": expires_at},
+        headers={"Cache-Control": "no-store", "X-Cache": "NONE"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    report = await request.app[HEALTH].check()
+    status = 503 if report["status"] == "draining" else 200
+    return web.json_response(report, status=status, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,15 @@
+"""Typed application keys: what create_app wires and the handlers read."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.health import Health
+from gateway.service import ImageService
+from gateway.stats import Stats
+
+CONFIG = web.AppKey("config", Config)
+SERVICE = web.AppKey("service", ImageService)
+STATS = web.AppKey("stats", Stats)
+HEALTH = web.AppKey("health", Health)

@@ -1,0 +1,44 @@
+"""Cross-cutting response rules: errors as JSON, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.errors import Busy, GatewayError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    headers = {"Cache-Control": "no-store", "X-Cache": "ERROR",
+               "X-Content-Type-Options": "nosniff"}
+    if status == 503:
+        headers["Retry-After"] = "1"
+    return web.json_response({"success": False, "error": message}, status=status,
+                             headers=headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        if exc.status >= 500 and not isinstance(exc, Busy):
+            log.warning("%s %s -> %d: %s", request.method, request.path, exc.status,
+                        exc.detail)
+        return error_response(exc.status, exc.public_message)
+    except web.HTTPException as exc:
+        if exc.status == 405:
+            allow = exc.headers.get("Allow", "GET, HEAD")
+            response = error_response(405, "method not allowed")
+            response.headers["Allow"] = allow
+            return response
+        if exc.status == 404:
+            return error_response(404, "not found")
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error")
