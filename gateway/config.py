@@ -166,18 +166,37 @@ class DiskConfig:
 @dataclass(frozen=True)
 class FetchConfig:
     lock_timeout: float = 10.0
+    refresh_ahead: float = 3600.0
 
     def validate(self) -> None:
         _positive("fetch.lock_timeout", self.lock_timeout)
+        _at_least("fetch.refresh_ahead", self.refresh_ahead, 0)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    lease_ttl: float = 15.0
+    wait_timeout: float = 10.0
+    poll_interval: float = 0.02
+    fill_max_bytes: int = 1 * MiB
+    fill_ttl: int = 60
+
+    def validate(self) -> None:
+        _positive("cluster.lease_ttl", self.lease_ttl)
+        _positive("cluster.wait_timeout", self.wait_timeout)
+        _positive("cluster.poll_interval", self.poll_interval)
+        _at_least("cluster.fill_max_bytes", self.fill_max_bytes, 0)
+        _at_least("cluster.fill_ttl", self.fill_ttl, 1)
 
 
 @dataclass(frozen=True)
 class HttpConfig:
     cache_control: str = "public, max-age=2700"
     fallback_cache_control: str = "public, max-age=60"
+    user_cache_control: str = "public, max-age=30"
 
     def validate(self) -> None:
-        for name in ("cache_control", "fallback_cache_control"):
+        for name in ("cache_control", "fallback_cache_control", "user_cache_control"):
             value = getattr(self, name)
             if not value or any(ord(c) < 0x20 for c in value):
                 raise ConfigError(f"http.{name}: {value!r} is not a usable header value")
@@ -195,8 +214,12 @@ class FallbackConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     token: str = field(default="", repr=False)
+    prefetch_max: int = 500
+    prefetch_concurrency: int = 8
 
     def validate(self) -> None:
+        _at_least("admin.prefetch_max", self.prefetch_max, 1)
+        _at_least("admin.prefetch_concurrency", self.prefetch_concurrency, 1)
         if self.token and len(self.token) < 16:
             raise ConfigError("admin.token: must be at least 16 characters (value not shown)")
 
@@ -211,6 +234,7 @@ class Config:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     disk: DiskConfig = field(default_factory=DiskConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)

@@ -52,3 +52,10 @@ class TooLarge(OriginError):
 class Busy(GatewayError):
     status = 503
     public_message = "busy, retry shortly"
+
+
+class Unavailable(GatewayError):
+    """A dependency needed for this operation (not for serving) is down."""
+
+    status = 503
+    public_message = "dependency unavailable, retry later"

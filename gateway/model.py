@@ -29,6 +29,13 @@ def validate_image_id(image_id: str) -> str:
     return image_id
 
 
+def validate_user_id(user_id: str) -> str:
+    """User ids follow the image id rule: one safe path segment."""
+    if not _IMAGE_ID.fullmatch(user_id):
+        raise BadRequest("invalid user id")
+    return user_id
+
+
 def digest_of(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 

@@ -6,6 +6,7 @@ turns that into ``X-Cache`` and the counters into metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
+from gateway.cluster import ClusterFlight
 from gateway.errors import NotFound, OriginError
 from gateway.model import Blob, Entry, FileBlob, ObjectMeta, cache_key, make_meta
 from gateway.origin import NotModified, Origin
@@ -50,8 +52,12 @@ FlightResult = Blob | ObjectMeta
 class ImageService:
     def __init__(self, *, memory: MemoryCache, disk: DiskCache | None, origin: Origin,
                  flights: SingleFlight[FlightResult], stats: Stats, fallback: Blob | None,
-                 ttl: float, ttl_jitter: float = 0.0,
+                 ttl: float, ttl_jitter: float = 0.0, refresh_ahead: float = 0.0,
+                 cluster: ClusterFlight | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        self.cluster = cluster
+        self.refresh_ahead = refresh_ahead
+        self._background: dict[str, asyncio.Task[None]] = {}
         self.memory = memory
         self.disk = disk
         self.origin = origin
@@ -83,6 +89,8 @@ class ImageService:
         blob = self.memory.get_nowait(key)
         if blob is not None and blob.meta.fresh(now):
             self.stats.memory.hits += 1
+            if blob.meta.expires_at - now < self.refresh_ahead:
+                self._refresh_soon(image_id, key, blob)
             return Served(Layer.MEMORY, blob)
         self.stats.memory.misses += 1
         stale: Entry | None = blob
@@ -93,6 +101,8 @@ class ImageService:
                 self.stats.disk.hits += 1
                 if isinstance(entry, Blob):
                     self.memory.put_nowait(key, entry)
+                    if entry.meta.expires_at - now < self.refresh_ahead:
+                        self._refresh_soon(image_id, key, entry)
                 return Served(Layer.DISK, entry)
             self.stats.disk.misses += 1
             if entry is not None:
@@ -115,6 +125,8 @@ class ImageService:
                 raise
             self.stats.stale_served += 1
             log.info("origin failed for %s; serving stale copy", image_id)
+            if isinstance(stale, Blob):
+                self._refresh_soon(image_id, key, stale, retry=True)
             return Served(Layer.STALE, stale)
         except BaseException:
             _close(stale)
@@ -147,7 +159,54 @@ class ImageService:
 
     async def _fetch(self, image_id: str, key: str, validator: str | None,
                      stale: Entry | None) -> FlightResult:
-        """The leader's work: one origin round trip, then fill the layers."""
+        """The leader's work: one origin round trip for the whole cluster, then fill
+        the layers. Without Redis this is the local single-flight alone."""
+        if self.cluster is None:
+            return await self._fetch_origin(image_id, key, validator, stale)
+        lease = await self.cluster.acquire(key)
+        if lease is False:
+            landed = await self.cluster.wait(key, lambda: self._landed_locally(key))
+            if landed is not None:
+                if landed.blob is None:
+                    raise NotFound()
+                self.stats.cluster_joins += 1
+                self.memory.put_nowait(key, landed.blob)
+                if self.disk is not None and not await self._on_disk(key):
+                    await self.disk.put(key, landed.blob)
+                return landed.blob
+            lease = None  # the holder gave no result: fetch ourselves
+        if lease is None:
+            return await self._fetch_origin(image_id, key, validator, stale)
+        result: FlightResult | None = None
+        missing = False
+        try:
+            result = await self._fetch_origin(image_id, key, validator, stale)
+            return result
+        except NotFound:
+            missing = True
+            raise
+        finally:
+            await self.cluster.release(lease, result if isinstance(result, Blob) else None,
+                                       missing=missing)
+
+    async def _landed_locally(self, key: str) -> Blob | None:
+        """The lease holder's bytes, when our disk is the one it wrote to."""
+        if self.disk is None:
+            return None
+        entry = await self.disk.get(key)
+        if isinstance(entry, Blob) and entry.meta.fresh(self.clock()):
+            return entry
+        _close(entry)
+        return None
+
+    async def _on_disk(self, key: str) -> bool:
+        assert self.disk is not None
+        entry = await self.disk.get(key)
+        _close(entry)
+        return entry is not None
+
+    async def _fetch_origin(self, image_id: str, key: str, validator: str | None,
+                            stale: Entry | None) -> FlightResult:
         self.stats.origin_fetches += 1
         try:
             fetched = await self.origin.fetch(image_id, validator)
@@ -180,6 +239,10 @@ class ImageService:
             await self.disk.put(key, blob)
         return blob
 
+    def fallback_for_unknown(self) -> Served:
+        """The fallback answer for a name that resolves to no image (unknown user)."""
+        return self._fallback()
+
     def _fallback(self) -> Served:
         if self.fallback is None:
             raise NotFound()
@@ -196,13 +259,69 @@ class ImageService:
             await self.origin.head(image_id)
         return await self.origin.url(image_id)
 
-    async def purge_local(self, image_id: str) -> None:
-        """Drop every cached version and variant of one image from this process."""
+    async def cached(self, image_id: str) -> bool:
+        """Whether a fresh copy is in memory or on disk (no origin I/O)."""
+        key = self.key_for(image_id)
+        blob = self.memory.get_nowait(key)
+        if blob is not None and blob.meta.fresh(self.clock()):
+            return True
+        if self.disk is None:
+            return False
+        entry = await self.disk.get(key)
+        _close(entry)
+        return entry is not None and entry.meta.fresh(self.clock())
+
+    async def purge_local(self, image_id: str, version: int | None = None) -> None:
+        """Drop every cached version and variant of one image from this process;
+        with ``version``, later reads use that version's keys."""
+        if version is not None and version > self.versions.get(image_id, 0):
+            self.versions[image_id] = version
+        task = self._background.pop(self.key_for(image_id), None)
+        if task is not None:
+            task.cancel()
         await self.memory.purge(image_id)
         if self.disk is not None:
             await self.disk.purge(image_id)
 
+    # -- background refresh ---------------------------------------------------------
+
+    def _refresh_soon(self, image_id: str, key: str, current: Blob,
+                      retry: bool = False) -> None:
+        """Revalidate in the background while the current copy is served: before it
+        expires (stale-while-revalidate), or, after an origin failure, with backoff
+        until the origin answers."""
+        if key in self._background or self.flights.in_flight(key):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._refresh(image_id, key, current, retry), name=f"refresh:{key}")
+        self._background[key] = task
+        task.add_done_callback(lambda _: self._background.pop(key, None))
+
+    async def _refresh(self, image_id: str, key: str, current: Blob, retry: bool) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.flights.run(key, lambda: self._fetch(
+                    image_id, key, current.meta.origin_etag, current))
+                return
+            except NotFound:
+                return  # _fetch purged it
+            except OriginError:
+                if not retry:
+                    return
+            except Exception:
+                log.exception("background refresh of %s failed", image_id)
+                return
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, self.max_refresh_backoff)
+
+    max_refresh_backoff = 60.0
+
     async def close(self) -> None:
+        tasks = list(self._background.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.flights.close()
 
 

@@ -326,7 +326,10 @@ class DiskCache:
         self._size = 0
         self._tick = 0
         self._unlinking: dict[str, int] = {}  # hash -> pending unlink jobs
-        self._forgotten: set[str] | None = None  # hashes dropped while the scan runs
+        # While the start-up scan runs: hashes dropped and images purged since it
+        # began. The scan must not bring back either.
+        self._forgotten: set[str] | None = None
+        self._purged: set[str] | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._scanned = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -365,6 +368,7 @@ class DiskCache:
             return
         paths = await self._run(self._sweep_job)
         self._forgotten = set()
+        self._purged = set()
         self._scan_task = asyncio.create_task(self._scan(paths), name="disk-cache-scan")
 
     async def wait_scanned(self) -> None:
@@ -406,6 +410,15 @@ class DiskCache:
             cf.add_done_callback(_close_orphan)
             raise
         if res.status == "hit":
+            if self._purged is not None and image_of(key) in self._purged \
+                    and h not in self._index:
+                # Written before a purge that came while the scan had not found
+                # it (anything stored since the purge is in the index).
+                if isinstance(res.entry, FileBlob):
+                    res.entry.file.close()
+                self._forget(h)
+                await self._unlink([h])
+                return None
             if h not in self._unlinking:
                 self._schedule_unlink(self._admit(h, key, res.file_size))
             return res.entry
@@ -448,17 +461,21 @@ class DiskCache:
         await self._shielded(self._unlink([h]))
 
     async def purge(self, image_id: str) -> int:
-        """Remove every entry of ``image_id`` known to this process; returns how many.
+        """Remove every entry of ``image_id``; returns how many files it removed.
 
-        Waits for the start-up scan, since only it knows the keys of files
-        written before this process started.
+        Only the index knows which files belong to an image (a file's name is a
+        hash). While the start-up scan runs, files it has not reached yet are
+        removed when it reaches them, or when a get finds one first, rather
+        than making this call (on the request path, for an origin 404) wait
+        for the whole scan; those are not in the returned count.
         """
         if self._closed:
             return 0
-        await self.wait_scanned()
         hashes = list(self._by_image.get(image_id, ()))
         for h in hashes:
             self._forget(h)
+        if self._purged is not None:
+            self._purged.add(image_id)
         return await self._shielded(self._unlink(hashes))
 
     async def clear(self) -> None:
@@ -554,22 +571,28 @@ class DiskCache:
             log.exception("disk cache: start-up scan failed; the index holds only new entries")
         finally:
             self._forgotten = None
+            self._purged = None
             self._scanned.set()
 
     def _merge(self, found: list[_Found]) -> None:
         """Put scanned files before (older than) anything used since start-up."""
         forgotten = self._forgotten or set()
+        purged = self._purged or set()
         found.sort(key=lambda e: e.mtime)
         merged: OrderedDict[str, _Record] = OrderedDict()
+        doomed: list[str] = []
         for e in found:
             if e.hash in self._index or e.hash in forgotten or e.hash in merged:
+                continue
+            if image_of(e.key) in purged:
+                doomed.append(e.hash)
                 continue
             merged[e.hash] = _Record(e.size, e.key, 0)
             self._size += e.size
             self._by_image.setdefault(image_of(e.key), set()).add(e.hash)
         merged.update(self._index)
         self._index = merged
-        self._schedule_unlink(self._evict_over_bound())
+        self._schedule_unlink(doomed + self._evict_over_bound())
 
     def _admit(self, h: str, key: str, size: int) -> list[str]:
         """Record ``h`` as most recently used; returns the hashes evicted for it."""

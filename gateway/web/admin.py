@@ -6,11 +6,17 @@ no admin surface at all (404, not 401).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from gateway.errors import BadRequest, GatewayError
+from gateway.model import Entry, FileBlob, validate_image_id, validate_user_id
+from gateway.service import Layer
+from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE
 from gateway.web.middlewares import error_response
 
 
@@ -32,3 +38,84 @@ def bearer_auth(token: str) -> Middleware:
         return await handler(request)
 
     return auth
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body must be JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+async def purge_image(request: web.Request) -> web.Response:
+    image_id = validate_image_id(request.match_info["image_id"])
+    result = await request.config_dict[INVALIDATOR].purge(image_id)
+    return web.json_response({"success": True, "image_id": image_id,
+                              "version": result.version, "propagated": result.propagated})
+
+
+async def put_alias(request: web.Request) -> web.Response:
+    user_id = validate_user_id(request.match_info["user_id"])
+    data = await _json_body(request)
+    image_id = data.get("image_id")
+    if not isinstance(image_id, str):
+        raise BadRequest("image_id must be a string")
+    validate_image_id(image_id)
+    propagated = await request.config_dict[INVALIDATOR].set_alias(user_id, image_id)
+    return web.json_response({"success": True, "user_id": user_id, "image_id": image_id,
+                              "propagated": propagated})
+
+
+async def delete_alias(request: web.Request) -> web.Response:
+    user_id = validate_user_id(request.match_info["user_id"])
+    propagated = await request.config_dict[INVALIDATOR].delete_alias(user_id)
+    return web.json_response({"success": True, "user_id": user_id,
+                              "propagated": propagated})
+
+
+async def prefetch(request: web.Request) -> web.Response:
+    config = request.config_dict[CONFIG].admin
+    data = await _json_body(request)
+    ids = data.get("image_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise BadRequest("image_ids must be a list of strings")
+    if len(ids) > config.prefetch_max:
+        raise BadRequest(f"at most {config.prefetch_max} image_ids per call")
+    unique = list(dict.fromkeys(validate_image_id(i) for i in ids))
+    service = request.config_dict[SERVICE]
+    gate = asyncio.Semaphore(config.prefetch_concurrency)
+    counts = {"fetched": 0, "already_cached": 0, "missing": 0, "failed": 0}
+
+    async def warm(image_id: str) -> None:
+        async with gate:
+            if await service.cached(image_id):
+                counts["already_cached"] += 1
+                return
+            try:
+                served = await service.get(image_id)
+            except GatewayError:
+                counts["failed"] += 1
+                return
+            _release(served.entry)
+            if served.layer is Layer.FALLBACK:
+                counts["missing"] += 1
+            else:
+                counts["fetched"] += 1
+
+    await asyncio.gather(*(warm(i) for i in unique))
+    return web.json_response({"success": True, "requested": len(unique), **counts})
+
+
+def _release(entry: Entry) -> None:
+    if isinstance(entry, FileBlob):
+        entry.file.close()
+
+
+def add_routes(admin: web.Application) -> None:
+    admin.router.add_delete("/images/{image_id}", purge_image)
+    admin.router.add_put("/users/{user_id}", put_alias)
+    admin.router.add_delete("/users/{user_id}", delete_alias)
+    admin.router.add_post("/prefetch", prefetch)

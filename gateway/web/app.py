@@ -12,10 +12,14 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.aliases import AliasStore
+from gateway.bus import InvalidationBus
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
+from gateway.cluster import ClusterFlight
 from gateway.config import Config, resolve_fallback
 from gateway.health import Check, Health
+from gateway.invalidation import Invalidator
 from gateway.model import Blob
 from gateway.origin import Origin
 from gateway.origin.local import LocalOrigin
@@ -25,8 +29,18 @@ from gateway.redis_health import RedisHealth, redis_errors
 from gateway.service import FlightResult, ImageService, load_fallback
 from gateway.singleflight import SingleFlight
 from gateway.stats import Stats
+from gateway.web import admin as admin_routes
 from gateway.web import handlers
-from gateway.web.keys import CONFIG, HEALTH, SERVICE, STATS
+from gateway.web.admin import bearer_auth
+from gateway.web.keys import (
+    ALIASES,
+    CONFIG,
+    HEALTH,
+    INVALIDATOR,
+    REDIS_HEALTH,
+    SERVICE,
+    STATS,
+)
 from gateway.web.middlewares import errors
 
 log = logging.getLogger(__name__)
@@ -74,11 +88,25 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         await disk.start()
         stack.push_async_callback(disk.close)
 
+    cluster = None
+    if redis is not None:
+        c = config.cluster
+        cluster = ClusterFlight(redis, config.redis.prefix, redis_health,
+                                lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,
+                                poll_interval=c.poll_interval,
+                                fill_max_bytes=c.fill_max_bytes, fill_ttl=c.fill_ttl)
     service = ImageService(
         memory=memory, disk=disk, origin=origin,
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
-        fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter)
+        fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
+        refresh_ahead=config.fetch.refresh_ahead, cluster=cluster)
     stack.push_async_callback(service.close)
+
+    aliases = AliasStore(redis, config.redis.prefix, redis_health)
+    bus = InvalidationBus(redis, config.redis.prefix, redis_health)
+    invalidator = Invalidator(service, bus, store, aliases)
+    await bus.start()
+    stack.push_async_callback(bus.close)
 
     checks: dict[str, Check] = {"origin": origin.ping}
     if disk is not None:
@@ -88,10 +116,17 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     health = Health(checks)
 
     app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
+    admin: web.Application | None = None
+    if config.admin.token:
+        admin = web.Application(middlewares=[bearer_auth(config.admin.token)],
+                                client_max_size=16 * 1024 * 1024)
     app[CONFIG] = config
     app[STATS] = stats
     app[SERVICE] = service
     app[HEALTH] = health
+    app[ALIASES] = aliases
+    app[INVALIDATOR] = invalidator
+    app[REDIS_HEALTH] = redis_health
 
     async def draining(_: web.Application) -> None:
         health.draining = True
@@ -99,8 +134,12 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     app.on_shutdown.append(draining)
     app.router.add_get("/images/{image_id}", handlers.get_image)
     app.router.add_get("/images/{image_id}/url", handlers.get_image_url, allow_head=False)
+    app.router.add_get("/images/user/{user_id}", handlers.get_user_image)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    if admin is not None:
+        admin_routes.add_routes(admin)
+        app.add_subapp("/admin/", admin)
     return app
 
 

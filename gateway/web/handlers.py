@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.model import validate_image_id
+from gateway.model import validate_image_id, validate_user_id
 from gateway.service import Layer
-from gateway.web.keys import CONFIG, HEALTH, SERVICE
+from gateway.web.keys import ALIASES, CONFIG, HEALTH, SERVICE
 from gateway.web.responses import image_response
 
 
@@ -16,6 +16,17 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     http = request.app[CONFIG].http
     cache_control = (http.fallback_cache_control if served.layer is Layer.FALLBACK
                      else http.cache_control)
+    return image_response(request, served.entry, served.layer.value, cache_control)
+
+
+async def get_user_image(request: web.Request) -> web.StreamResponse:
+    user_id = validate_user_id(request.match_info["user_id"])
+    service = request.app[SERVICE]
+    image_id = await request.app[ALIASES].resolve(user_id)
+    served = service.fallback_for_unknown() if image_id is None else await service.get(image_id)
+    http = request.app[CONFIG].http
+    cache_control = (http.fallback_cache_control if served.layer is Layer.FALLBACK
+                     else http.user_cache_control)
     return image_response(request, served.entry, served.layer.value, cache_control)
 
 

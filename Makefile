@@ -1,0 +1,74 @@
+# image-gateway: developer and CI entry points.
+#
+#   make run          serve the sample pictures on http://127.0.0.1:8080 (ARGS="--config FILE")
+#   make test         system packages + test extras, then pytest (PYTEST_ARGS="-k foo -x")
+#   make lint         ruff + mypy
+#   make bench        benchmarks (writes bench/RESULTS.md)
+#   make system-deps  redis-server and nginx from Debian packages (as root)
+#   make clean        caches and var/;  make distclean also removes the venv
+
+VENV ?= .venv
+PY ?= python3
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+ARGS ?=
+PYTEST_ARGS ?=
+SAMPLES ?= var/samples
+SYSTEM_DEPS ?= redis-server nginx
+
+# Stamps record that the venv holds what pyproject.toml asks for; they are
+# rebuilt (pip install again) whenever pyproject.toml is newer.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+
+LINT_DIRS := $(wildcard gateway tests bench tools)
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint bench system-deps clean distclean
+
+help:
+	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
+
+# The venv itself, created once with the system interpreter.
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Runtime dependencies only: enough for `make run` on a bare machine.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	@touch $@
+
+# Runtime + test extras (pytest, moto, Pillow, ruff, mypy...). A superset of
+# the runtime install, so it refreshes that stamp too.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[test]'
+	@touch $(RUN_STAMP) $@
+
+run: $(RUN_STAMP)
+	$(BIN)/python -m gateway.samples $(SAMPLES)
+	exec $(BIN)/python -m gateway $(ARGS)
+
+# Real redis-server and nginx binaries: the tests start their own instances.
+system-deps:
+	@bash tools/ensure-system-deps.sh $(SYSTEM_DEPS)
+
+test: system-deps $(TEST_STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Runs every checker, then fails if any of them did.
+lint: $(TEST_STAMP)
+	@status=0; \
+	$(BIN)/ruff check $(LINT_DIRS) || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
+
+bench: system-deps $(TEST_STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

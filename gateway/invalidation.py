@@ -1,0 +1,71 @@
+"""Purges and alias changes, locally and on every replica (through the bus)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gateway.aliases import AliasStore
+from gateway.bus import USER_PREFIX, InvalidationBus
+from gateway.presign import UrlStore
+from gateway.service import ImageService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    image_id: str
+    version: int
+    propagated: bool  # False: Redis unavailable, other replicas were not told
+
+
+class Invalidator:
+    def __init__(self, service: ImageService, bus: InvalidationBus, urls: UrlStore,
+                 aliases: AliasStore) -> None:
+        self.service = service
+        self.bus = bus
+        self.urls = urls
+        self.aliases = aliases
+        bus.on_image = self.on_image
+        bus.on_user = self.on_user
+        bus.on_resync = self.on_resync
+
+    async def purge(self, image_id: str) -> PurgeResult:
+        version = await self.bus.bump(image_id)
+        propagated = version is not None
+        if version is None:
+            version = self.service.versions.get(image_id, 0) + 1
+        await self.urls.delete(image_id)
+        await self.service.purge_local(image_id, version)
+        if propagated:
+            propagated = await self.bus.publish(image_id)
+        if not propagated and self.bus.enabled:
+            log.warning("purge of %s applied locally only: redis unavailable", image_id)
+        return PurgeResult(image_id, version, propagated)
+
+    async def set_alias(self, user_id: str, image_id: str) -> bool:
+        await self.aliases.set(user_id, image_id)
+        return await self.bus.publish(USER_PREFIX + user_id)
+
+    async def delete_alias(self, user_id: str) -> bool:
+        await self.aliases.delete(user_id)
+        return await self.bus.publish(USER_PREFIX + user_id)
+
+    # -- what other replicas told us ------------------------------------------------
+
+    async def on_image(self, image_id: str, version: int) -> None:
+        await self.service.purge_local(image_id, version if version >= 0 else None)
+
+    async def on_user(self, user_id: str) -> None:
+        self.aliases.forget(user_id)
+
+    async def on_resync(self, versions: dict[str, int]) -> None:
+        """After (re)subscribing: apply every purge we may have missed."""
+        self.aliases.forget_all()
+        missed = [(i, v) for i, v in versions.items() if v > self.service.versions.get(i, 0)]
+        for image_id, version in missed:
+            await self.service.purge_local(image_id, version)
+        if missed:
+            log.info("applied %d purges missed while disconnected", len(missed))
+

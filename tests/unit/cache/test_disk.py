@@ -1,0 +1,681 @@
+"""What only the disk layer promises: layout, verification, atomic writes, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import struct
+import threading
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.cache import disk as disk_module
+from gateway.cache.disk import (
+    HEADER_SIZE,
+    MAGIC,
+    TEMP_PREFIX,
+    TOUCH_INTERVAL,
+    DiskCache,
+    encode_header,
+    key_hash,
+)
+from gateway.model import Blob, FileBlob, ObjectMeta, make_meta
+from gateway.stats import LayerCounters
+
+T0 = 1_700_000_000.0
+TTL = 3600.0
+MAX_STALE = 600.0
+INLINE = 1000  # bodies above this come back as FileBlob
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def blob(body: bytes, now: float = T0, ttl: float = TTL) -> Blob:
+    return Blob(make_meta(body, "image/png", 1_600_000_000, now, ttl, origin_etag='"o1"'), body)
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def temps_under(root: Path) -> list[Path]:
+    return [p for p in files_under(root) if p.name.startswith(TEMP_PREFIX)]
+
+
+MakeCache = Callable[..., Awaitable[DiskCache]]
+
+
+@pytest.fixture
+async def make_cache(tmp_path: Path) -> AsyncIterator[MakeCache]:
+    made: list[DiskCache] = []
+
+    async def make(root: Path | None = None, *, scan: bool = True, start: bool = True,
+                   **kwargs: object) -> DiskCache:
+        options: dict[str, object] = dict(max_bytes=1_000_000, max_stale=MAX_STALE,
+                                          inline_max_bytes=INLINE, counters=LayerCounters(),
+                                          clock=FakeClock())
+        options.update(kwargs)
+        cache = DiskCache(root or tmp_path / "cache", **options)  # type: ignore[arg-type]
+        made.append(cache)
+        if start:
+            await cache.start()
+            if scan:
+                await cache.wait_scanned()
+        return cache
+
+    yield make
+    for cache in made:
+        await cache.close()
+
+
+@pytest.fixture
+async def cache(make_cache: MakeCache) -> DiskCache:
+    return await make_cache()
+
+
+# -- layout ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["abc.png/0/", "abc.png/3/w64", "../../etc/passwd/0/",
+                                 "/etc/passwd", "a\x00b/0/", "..", "ünï/0/"])
+async def test_file_path_is_the_sharded_hash_of_the_key(cache: DiskCache, tmp_path: Path,
+                                                        key: str) -> None:
+    await cache.put(key, blob(b"pixels"))
+    h = hashlib.sha256(key.encode()).hexdigest()
+    expected = tmp_path / "cache" / h[0:2] / h[2:4] / h
+    assert files_under(tmp_path) == [expected]
+    assert cache.path_for(key) == expected
+    assert await cache.get(key) == blob(b"pixels")
+
+
+async def test_file_format_is_header_json_body(cache: DiskCache) -> None:
+    stored = blob(b"the body")
+    await cache.put("a.png/0/", stored)
+    raw = cache.path_for("a.png/0/").read_bytes()
+    magic, version, _reserved, meta_len, crc = struct.unpack(">4sHHII", raw[:HEADER_SIZE])
+    assert (magic, version) == (MAGIC, 1)
+    block = raw[HEADER_SIZE:HEADER_SIZE + meta_len]
+    assert zlib.crc32(block) == crc
+    assert b'"key":"a.png/0/"' in block and b'"origin_etag":"\\"o1\\""' in block
+    assert raw[HEADER_SIZE + meta_len:] == b"the body"
+
+
+# -- verification ------------------------------------------------------------
+
+
+def _truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size - 3)
+
+
+def _truncate_header(path: Path) -> None:
+    os.truncate(path, 7)
+
+
+def _empty(path: Path) -> None:
+    os.truncate(path, 0)
+
+
+def _zero_fill(path: Path) -> None:
+    path.write_bytes(bytes(path.stat().st_size))
+
+
+def _flip_body_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def _flip_meta_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[HEADER_SIZE + 5] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def _tamper_meta_value(path: Path) -> None:
+    """Still valid JSON, still the right sizes: only the metadata checksum can tell."""
+    raw = path.read_bytes()
+    assert raw.count(b"image/png") == 1
+    path.write_bytes(raw.replace(b"image/png", b"image/svg"))
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"GIF89a this is not a cache entry at all" * 40)
+
+
+def _append(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(b"extra")
+
+
+def _not_json(path: Path) -> None:
+    block = b"{not json"
+    body = path.read_bytes()[-1:]
+    path.write_bytes(struct.pack(">4sHHII", MAGIC, 1, 0, len(block), zlib.crc32(block))
+                     + block + body)
+
+
+def _old_version(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[4:6] = b"\x00\x00"
+    path.write_bytes(bytes(raw))
+
+
+def _body_and_meta_consistently_swapped(path: Path) -> None:
+    """Other bytes with a header claiming the original digest (tampering)."""
+    raw = path.read_bytes()
+    meta_len = struct.unpack(">I", raw[8:12])[0]
+    body = raw[HEADER_SIZE + meta_len:]
+    path.write_bytes(raw[:HEADER_SIZE + meta_len] + bytes(reversed(body)))
+
+
+CORRUPTIONS = [_truncate, _truncate_header, _empty, _zero_fill, _flip_body_byte,
+               _flip_meta_byte, _tamper_meta_value, _garbage, _append, _not_json, _old_version,
+               _body_and_meta_consistently_swapped]
+
+
+@pytest.mark.parametrize("size", [500, 5000], ids=["inline", "file"])
+@pytest.mark.parametrize("damage", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
+async def test_damaged_file_is_dropped_not_served(cache: DiskCache,
+                                                  caplog: pytest.LogCaptureFixture,
+                                                  damage: Callable[[Path], None],
+                                                  size: int) -> None:
+    body = bytes(range(256)) * (size // 256) + b"tail"
+    await cache.put("a.png/0/", blob(body))
+    path = cache.path_for("a.png/0/")
+    damage(path)
+    with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
+        assert await cache.get("a.png/0/") is None
+    assert not path.exists()
+    assert cache.counters.corrupt_dropped == 1
+    assert cache.entry_count == 0 and cache.size_bytes == 0
+    assert len(caplog.records) == 1
+
+
+async def test_file_of_another_key_is_dropped(cache: DiskCache) -> None:
+    await cache.put("b.png/0/", blob(b"b's bytes"))
+    wrong = cache.path_for("a.png/0/")
+    wrong.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cache.path_for("b.png/0/"), wrong)  # what a hash collision would look like
+    assert await cache.get("a.png/0/") is None
+    assert not wrong.exists()
+    assert cache.counters.corrupt_dropped == 1
+    assert await cache.get("b.png/0/") == blob(b"b's bytes")
+
+
+async def test_newer_format_version_is_a_miss_but_kept(cache: DiskCache) -> None:
+    """During a rolling upgrade an old replica must not destroy the new one's files."""
+    await cache.put("a.png/0/", blob(b"pixels"))
+    path = cache.path_for("a.png/0/")
+    raw = bytearray(path.read_bytes())
+    raw[4:6] = b"\x00\x02"
+    path.write_bytes(bytes(raw))
+    assert await cache.get("a.png/0/") is None
+    assert path.exists()
+    assert cache.counters.corrupt_dropped == 0
+
+
+# -- large entries: FileBlob ------------------------------------------------
+
+
+async def test_inline_limit_decides_blob_or_file(cache: DiskCache) -> None:
+    await cache.put("small/0/", blob(bytes(INLINE)))
+    await cache.put("large/0/", blob(bytes(INLINE + 1)))
+    small = await cache.get("small/0/")
+    large = await cache.get("large/0/")
+    assert type(small) is Blob
+    assert isinstance(large, FileBlob)
+    large.file.close()
+
+
+async def test_file_blob_serves_the_verified_bytes_even_after_replacement(
+        cache: DiskCache) -> None:
+    old = os.urandom(300_000)
+    await cache.put("a.png/0/", blob(old))
+    got = await cache.get("a.png/0/")
+    assert isinstance(got, FileBlob)
+    try:
+        assert got.meta == blob(old).meta
+        assert got.file.tell() == got.offset
+        await cache.put("a.png/0/", blob(os.urandom(300_000)))  # replaced on disk
+        await cache.delete("a.png/0/")  # and then removed
+        assert not cache.path_for("a.png/0/").exists()
+        assert os.pread(got.file.fileno(), got.meta.size, got.offset) == old
+        assert got.file.read() == old
+    finally:
+        got.file.close()
+
+
+async def test_cancelled_get_does_not_leak_the_file(cache: DiskCache) -> None:
+    await cache.put("a.png/0/", blob(os.urandom(50_000)))
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        task = asyncio.create_task(cache.get("a.png/0/"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await cache.close()  # lets the executor finish the jobs whose callers went away
+    cache._executor.shutdown(wait=True)
+    assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+# -- expiry ---------------------------------------------------------------------
+
+
+async def test_entry_past_max_stale_is_deleted_from_disk(make_cache: MakeCache) -> None:
+    clock = FakeClock()
+    cache = await make_cache(clock=clock)
+    await cache.put("a.png/0/", blob(b"x"))
+    clock.now = T0 + TTL + MAX_STALE + 0.5
+    assert await cache.get("a.png/0/") is None
+    assert not cache.path_for("a.png/0/").exists()
+    assert cache.counters.corrupt_dropped == 0
+
+
+# -- writes ---------------------------------------------------------------------
+
+
+async def test_put_leaves_no_temp_file_and_bound_holds_on_disk(make_cache: MakeCache,
+                                                               tmp_path: Path) -> None:
+    cache = await make_cache(max_bytes=50_000)
+    for i in range(40):
+        await cache.put(f"img{i}.png/0/", blob(os.urandom(1000 + 300 * i % 9000)))
+        on_disk = sum(p.stat().st_size for p in files_under(tmp_path))
+        assert on_disk == cache.size_bytes <= 50_000
+    assert temps_under(tmp_path) == []
+    assert cache.counters.evictions > 0
+
+
+async def test_write_error_where_a_file_blocks_the_shard(cache: DiskCache, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    key = "a.png/0/"
+    h = key_hash(key)
+    (tmp_path / "cache" / h[0:2]).write_bytes(b"I am a file, not a folder")
+    with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
+        await cache.put(key, blob(b"pixels"))
+    assert cache.counters.write_errors == 1
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert await cache.get(key) is None
+    assert cache.size_bytes == 0
+    assert temps_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync", "open"])
+async def test_write_error_no_space(cache: DiskCache, tmp_path: Path, failing: str,
+                                    monkeypatch: pytest.MonkeyPatch,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    await cache.put("old.png/0/", blob(b"old"))
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if failing == "open":
+        monkeypatch.setattr(disk_module, "open", no_space, raising=False)
+    else:
+        monkeypatch.setattr(os, failing, no_space)
+    with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
+        await cache.put("a.png/0/", blob(b"pixels"))
+        await cache.refresh("old.png/0/", blob(b"old").meta.revalidated(T0 + 5, TTL))
+    monkeypatch.undo()
+    assert cache.counters.write_errors == 2
+    assert len(caplog.records) == 2
+    assert "No space left" in caplog.records[0].getMessage()
+    assert temps_under(tmp_path) == []
+    assert await cache.get("a.png/0/") is None
+    assert await cache.get("old.png/0/") == blob(b"old")  # the old entry is untouched
+    assert cache.entry_count == 1
+
+
+async def test_cancelled_put_still_completes_and_is_indexed(cache: DiskCache,
+                                                            tmp_path: Path) -> None:
+    task = asyncio.create_task(cache.put("a.png/0/", blob(os.urandom(100_000))))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await cache.close()  # waits for the write it shielded
+    assert temps_under(tmp_path) == []
+    assert cache.path_for("a.png/0/").exists()
+    assert cache.entry_count == 1
+    assert cache.size_bytes == cache.path_for("a.png/0/").stat().st_size
+
+
+async def test_all_file_io_runs_in_the_executor_one_job_per_operation(
+        cache: DiskCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened_on: list[int] = []
+    real_open = open
+
+    def spy_open(*args: object, **kwargs: object) -> object:
+        opened_on.append(threading.get_ident())
+        return real_open(*args, **kwargs)  # type: ignore[call-overload]
+
+    submitted: list[object] = []
+    real_submit = cache._executor.submit
+
+    def spy_submit(fn: object, /, *args: object, **kwargs: object) -> object:
+        submitted.append(fn)
+        return real_submit(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(disk_module, "open", spy_open, raising=False)
+    monkeypatch.setattr(cache._executor, "submit", spy_submit)
+    await cache.put("a.png/0/", blob(os.urandom(5000)))
+    assert len(submitted) == 1
+    got = await cache.get("a.png/0/")
+    assert isinstance(got, FileBlob)
+    got.file.close()
+    assert len(submitted) == 2
+    assert await cache.get("small/0/") is None
+    assert len(submitted) == 3
+    assert opened_on and threading.get_ident() not in opened_on
+
+
+# -- refresh ------------------------------------------------------------------
+
+
+async def test_refresh_replaces_metadata_and_keeps_body(cache: DiskCache, tmp_path: Path) -> None:
+    body = os.urandom(3000)
+    await cache.put("a.png/0/", blob(body))
+    inode = cache.path_for("a.png/0/").stat().st_ino
+    new_meta = blob(body).meta.revalidated(T0 + 7200, TTL)
+    await cache.refresh("a.png/0/", new_meta)
+    got = await cache.get("a.png/0/")
+    assert isinstance(got, FileBlob)
+    with got.file:
+        assert got.meta == new_meta
+        assert got.file.read() == body
+    assert cache.path_for("a.png/0/").stat().st_ino != inode  # a new file, renamed in place
+    assert temps_under(tmp_path) == []
+    assert cache.entry_count == 1
+
+
+async def test_refresh_of_a_missing_entry_is_a_no_op(cache: DiskCache, tmp_path: Path) -> None:
+    await cache.refresh("a.png/0/", blob(b"x").meta)
+    assert files_under(tmp_path) == []
+    assert cache.entry_count == 0
+
+
+async def test_refresh_with_other_bytes_is_ignored(cache: DiskCache) -> None:
+    await cache.put("a.png/0/", blob(b"old"))
+    await cache.refresh("a.png/0/", blob(b"new").meta)
+    assert await cache.get("a.png/0/") == blob(b"old")
+
+
+async def test_refresh_of_a_corrupt_entry_drops_it(cache: DiskCache) -> None:
+    await cache.put("a.png/0/", blob(b"pixels"))
+    _flip_body_byte(cache.path_for("a.png/0/"))
+    await cache.refresh("a.png/0/", blob(b"pixels").meta.revalidated(T0 + 1, TTL))
+    assert not cache.path_for("a.png/0/").exists()
+    assert cache.counters.corrupt_dropped == 1
+
+
+# -- start-up -----------------------------------------------------------------
+
+
+async def test_start_removes_old_temp_files_only(make_cache: MakeCache, tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    shard = root / "ab" / "cd"
+    shard.mkdir(parents=True)
+    old = [shard / f"{TEMP_PREFIX}dead", root / f"{TEMP_PREFIX}probe"]
+    young = shard / f"{TEMP_PREFIX}live"
+    foreign = [root / "README", shard / "notes.txt"]
+    for path in [*old, young, *foreign]:
+        path.write_bytes(b"partial")
+    for path in old:
+        os.utime(path, (0, os.stat(path).st_mtime - 3600))
+    cache = await make_cache(root, scan=False)
+    # removed by start() itself, before the background scan
+    assert [p for p in [*old, young, *foreign] if p.exists()] == [young, *foreign]
+    await cache.wait_scanned()
+    assert cache.entry_count == 0
+
+
+async def test_start_with_zero_grace_removes_every_temp(make_cache: MakeCache,
+                                                        tmp_path: Path) -> None:
+    shard = tmp_path / "cache" / "00" / "11"
+    shard.mkdir(parents=True)
+    (shard / f"{TEMP_PREFIX}x").write_bytes(b"partial")
+    await make_cache(temp_grace=-1.0)
+    assert temps_under(tmp_path) == []
+
+
+async def test_restart_is_warm(make_cache: MakeCache, tmp_path: Path) -> None:
+    first = await make_cache()
+    keys = [f"img{i}.png/0/w{i}" for i in range(30)]
+    for key in keys:
+        await first.put(key, blob(key.encode() * 10))
+    size = first.size_bytes
+    await first.close()
+
+    second = await make_cache()
+    assert second.entry_count == 30
+    assert second.size_bytes == size == sum(p.stat().st_size for p in files_under(tmp_path))
+    assert await second.purge("img3.png") == 1
+    assert await second.get("img4.png/0/w4") == blob(b"img4.png/0/w4" * 10)
+
+
+async def test_scan_orders_recency_by_mtime(make_cache: MakeCache) -> None:
+    first = await make_cache()
+    keys = ["a/0/", "b/0/", "c/0/", "d/0/"]
+    for key in keys:
+        await first.put(key, blob(os.urandom(20_000)))
+    entry_size = first.path_for("a/0/").stat().st_size
+    await first.close()
+    base = os.stat(first.path_for("a/0/")).st_mtime
+    for age, key in zip([10, 40, 20, 30], keys, strict=True):  # oldest: b, then d, c, a
+        os.utime(first.path_for(key), (base - age, base - age))
+
+    second = await make_cache(max_bytes=entry_size * 4 + 100)
+    await second.put("e/0/", blob(os.urandom(20_000)))
+    assert not second.path_for("b/0/").exists()
+    await second.put("f/0/", blob(os.urandom(20_000)))
+    assert not second.path_for("d/0/").exists()
+    assert {k for k in keys if second.path_for(k).exists()} == {"a/0/", "c/0/"}
+    assert second.counters.evictions == 2
+
+
+async def test_hit_refreshes_mtime_for_the_next_scan(cache: DiskCache) -> None:
+    await cache.put("a/0/", blob(b"x"))
+    path = cache.path_for("a/0/")
+    old = path.stat().st_mtime - TOUCH_INTERVAL - 10
+    os.utime(path, (old, old))
+    assert await cache.get("a/0/") is not None
+    assert path.stat().st_mtime > old + TOUCH_INTERVAL
+
+
+async def test_scan_shrinks_to_a_lowered_bound(make_cache: MakeCache) -> None:
+    first = await make_cache()
+    for i in range(10):
+        await first.put(f"img{i}/0/", blob(os.urandom(10_000)))
+    await first.close()
+    second = await make_cache(max_bytes=35_000)
+    assert second.entry_count == 3
+    assert second.counters.evictions == 7
+    await second.close()  # waits for the evictions it started
+    assert len(files_under(second.root)) == 3
+
+
+async def test_scan_drops_corrupt_and_long_expired_files(make_cache: MakeCache) -> None:
+    first = await make_cache()
+    await first.put("good/0/", blob(b"good"))
+    await first.put("bad/0/", blob(b"bad"))
+    await first.put("old/0/", blob(b"old", now=T0 - TTL - MAX_STALE - 10))
+    await first.put("moved/0/", blob(b"moved"))
+    await first.close()
+    _flip_meta_byte(first.path_for("bad/0/"))
+    elsewhere = first.path_for("elsewhere/0/")
+    elsewhere.parent.mkdir(parents=True, exist_ok=True)
+    first.path_for("moved/0/").rename(elsewhere)
+
+    second = await make_cache()
+    assert second.entry_count == 1
+    assert second.counters.corrupt_dropped == 2  # bad, and moved (its name is not its key's)
+    assert files_under(second.root) == [second.path_for("good/0/")]
+
+
+async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    first = await make_cache()
+    await first.put("a.png/0/", blob(b"a"))
+    await first.put("a.png/0/w64", blob(b"a64"))
+    await first.put("b.png/0/", blob(b"b"))
+    await first.close()
+
+    release = threading.Event()
+    real_scan_job = DiskCache._scan_job
+
+    def slow_scan_job(self: DiskCache, *args: object) -> object:
+        assert release.wait(timeout=10)
+        return real_scan_job(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DiskCache, "_scan_job", slow_scan_job)
+    second = await make_cache(scan=False)  # returns although the scan is blocked
+    assert second.entry_count == 0
+    assert await second.get("b.png/0/") == blob(b"b")  # unscanned files are served
+    assert second.entry_count == 1
+    # A purge does not wait for the scan (it runs on the request path after an
+    # origin 404); files of the image that the scan has not reached are still purged.
+    assert await second.purge("a.png") == 0  # no a.png file known yet
+    assert await second.get("a.png/0/") is None
+    assert not second.path_for("a.png/0/").exists()
+    stored_after = blob(b"a, new")
+    await second.put("a.png/1/", stored_after)  # stored after the purge: kept
+    release.set()
+    await second.wait_scanned()
+    assert await second.get("a.png/1/") == stored_after
+    await second.close()  # waits for the removals the scan started
+    assert files_under(second.root) == sorted([second.path_for("a.png/1/"),
+                                               second.path_for("b.png/0/")])
+    assert second.entry_count == 2
+
+
+async def test_entry_deleted_during_the_scan_does_not_come_back(
+        make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = await make_cache()
+    for key in ("a/0/", "b/0/", "c/0/"):
+        await first.put(key, blob(key.encode()))
+    await first.close()
+
+    headers_read, release = threading.Event(), threading.Event()
+    real_scan_job = DiskCache._scan_job
+
+    def slow_scan_job(self: DiskCache, *args: object) -> object:
+        result = real_scan_job(self, *args)  # type: ignore[arg-type]
+        headers_read.set()
+        assert release.wait(timeout=10)
+        return result
+
+    monkeypatch.setattr(DiskCache, "_scan_job", slow_scan_job)
+    second = await make_cache(scan=False)
+    assert await asyncio.to_thread(headers_read.wait, 10)  # the scan has seen a, b and c
+    await second.delete("a/0/")
+    release.set()
+    await second.wait_scanned()
+    assert second.entry_count == 2
+    assert second.size_bytes == sum(p.stat().st_size for p in files_under(second.root))
+
+
+async def test_start_fails_when_root_cannot_be_created(make_cache: MakeCache,
+                                                       tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(OSError):
+        await make_cache(tmp_path / "file" / "cache")
+
+
+async def test_writable(make_cache: MakeCache, tmp_path: Path) -> None:
+    cache = await make_cache()
+    assert await cache.writable()
+    assert files_under(tmp_path) == []
+    (tmp_path / "file").write_bytes(b"")
+    broken = await make_cache(tmp_path / "file", start=False)
+    assert not await broken.writable()
+
+
+# -- other removals -----------------------------------------------------------
+
+
+async def test_delete_purge_and_clear_remove_files(cache: DiskCache, tmp_path: Path) -> None:
+    for key in ["a/0/", "a/0/w1", "b/0/", "c/0/"]:
+        await cache.put(key, blob(key.encode()))
+    (tmp_path / "cache" / "keep-me.txt").write_bytes(b"not ours")
+    await cache.delete("c/0/")
+    assert not cache.path_for("c/0/").exists()
+    assert await cache.purge("a") == 2
+    assert files_under(tmp_path) == sorted([cache.path_for("b/0/"),
+                                            tmp_path / "cache" / "keep-me.txt"])
+    await cache.clear()
+    assert files_under(tmp_path) == [tmp_path / "cache" / "keep-me.txt"]
+    assert cache.entry_count == 0 and cache.size_bytes == 0
+
+
+async def test_closed_cache_is_inert(cache: DiskCache) -> None:
+    await cache.put("a/0/", blob(b"x"))
+    await cache.close()
+    assert await cache.get("a/0/") is None
+    await cache.put("b/0/", blob(b"y"))
+    assert not cache.path_for("b/0/").exists()
+    assert not await cache.writable()
+
+
+async def test_put_rejects_a_body_that_does_not_match_its_meta(cache: DiskCache) -> None:
+    meta = blob(b"abc").meta
+    with pytest.raises(ValueError, match=r"meta\.size"):
+        await cache.put("a/0/", Blob(meta, b"abcd"))
+
+
+# -- concurrency --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [500, 20_000], ids=["inline", "file"])
+async def test_concurrent_puts_and_gets_of_one_key_never_read_corrupt(make_cache: MakeCache,
+                                                                      size: int) -> None:
+    cache = await make_cache(executor_threads=8)
+    bodies = [bytes([i]) * size + os.urandom(16) for i in range(12)]
+    blobs = {b.meta.digest: b for b in map(blob, bodies)}
+    seen: list[ObjectMeta] = []
+
+    async def writer(b: Blob) -> None:
+        for _ in range(5):
+            await cache.put("hot.png/0/", b)
+
+    async def reader() -> None:
+        for _ in range(20):
+            got = await cache.get("hot.png/0/")
+            if got is None:
+                continue
+            if isinstance(got, FileBlob):
+                with got.file:
+                    body = os.pread(got.file.fileno(), got.meta.size, got.offset)
+            else:
+                body = got.body
+            assert hashlib.sha256(body).hexdigest() == got.meta.digest
+            assert blobs[got.meta.digest].body == body
+            seen.append(got.meta)
+
+    await asyncio.gather(*(writer(b) for b in blobs.values()), *(reader() for _ in range(12)))
+    assert seen
+    assert cache.counters.corrupt_dropped == 0
+    assert cache.counters.write_errors == 0
+    assert cache.entry_count == 1
+    assert cache.size_bytes == cache.path_for("hot.png/0/").stat().st_size
+    assert temps_under(cache.root) == []
+
+
+def test_encode_header_round_trips_through_the_reader(tmp_path: Path) -> None:
+    meta = blob(b"body").meta
+    path = tmp_path / "f"
+    path.write_bytes(encode_header("k/0/", meta) + b"body")
+    with path.open("rb") as f:
+        assert disk_module._read_meta(f, path.stat().st_size)[:2] == ("k/0/", meta)
