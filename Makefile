@@ -3,8 +3,8 @@
 #   make run          serve the sample pictures on http://127.0.0.1:8080 (ARGS="--config FILE")
 #   make test         system packages + test extras, then pytest (PYTEST_ARGS="-k foo -x")
 #   make lint         ruff + mypy
-#   make bench        benchmarks (writes bench/RESULTS.md)
-#   make system-deps  redis-server and nginx from Debian packages (as root)
+#   make bench        benchmarks (writes bench/RESULTS.md; BENCH_ARGS=--profile: py-spy)
+#   make system-deps  redis-server, nginx, chromium from Debian packages (as root)
 #   make clean        caches and var/;  make distclean also removes the venv
 
 VENV ?= .venv
@@ -15,7 +15,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 ARGS ?=
 PYTEST_ARGS ?=
 SAMPLES ?= var/samples
-SYSTEM_DEPS ?= redis-server nginx
+SYSTEM_DEPS ?= redis-server nginx chromium
 
 # Stamps record that the venv holds what pyproject.toml asks for; they are
 # rebuilt (pip install again) whenever pyproject.toml is newer.
@@ -49,7 +49,8 @@ run: $(RUN_STAMP)
 	$(BIN)/python -m gateway.samples $(SAMPLES)
 	exec $(BIN)/python -m gateway $(ARGS)
 
-# Real redis-server and nginx binaries: the tests start their own instances.
+# Real redis-server, nginx and chromium binaries: the tests start their own instances
+# (chromium: the headless browser test of /admin/dashboard).
 system-deps:
 	@bash tools/ensure-system-deps.sh $(SYSTEM_DEPS)
 
@@ -63,8 +64,15 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy || status=1; \
 	exit $$status
 
-bench: system-deps $(TEST_STAMP)
-	$(BIN)/python -m bench
+# Benchmarks (bench/, not part of `make test`): wrk joins redis-server and nginx from
+# Debian; the test extra brings Pillow and moto; py-spy (for BENCH_ARGS=--profile) goes
+# into the venv only, never into the project's dependencies. Knobs by environment:
+# BENCH_DURATION=s per scenario (10), BENCH_QUICK=1 (2 s smoke run), see bench/settings.py.
+BENCH_ARGS ?=
+bench: $(TEST_STAMP)
+	@bash tools/ensure-system-deps.sh $(SYSTEM_DEPS) wrk
+	@test -x $(BIN)/py-spy || $(PIP) install 'py-spy>=0.3.14'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import multiprocessing
 import os
@@ -17,9 +18,9 @@ import uvloop
 from aiohttp import web
 
 from gateway.config import Config, ConfigError, load
-from gateway.web.accesslog import CLASSIC, make_access_logger
+from gateway.statshub import prepare_shared_dir
+from gateway.web.accesslog import access_log_settings, setup_access_log_output
 from gateway.web.app import create_app
-from gateway.web.clientaddr import ClientAddress
 
 log = logging.getLogger("gateway")
 
@@ -48,6 +49,7 @@ def _setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    setup_access_log_output()  # access lines: bare JSON (or classic) lines on stdout
 
 
 def _run_worker(config: Config, reuse_port: bool) -> int:
@@ -62,14 +64,7 @@ def _run_worker(config: Config, reuse_port: bool) -> int:
 async def _serve(config: Config, reuse_port: bool) -> None:
     server = config.server
     app = await create_app(config)
-    access: dict[str, Any] = {"access_log": None}
-    if server.access_log:
-        access = {"access_log": logging.getLogger("gateway.access")}
-        if server.access_log_format == "json":
-            access["access_log_class"] = make_access_logger(
-                ClientAddress(server.trusted_proxies))
-        else:
-            access["access_log_format"] = CLASSIC
+    access: dict[str, Any] = access_log_settings(server)
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=server.shutdown_timeout,
         keepalive_timeout=server.keepalive_timeout, max_line_size=server.max_line_size,
@@ -102,11 +97,18 @@ def _supervise(config: Config) -> int:
     """Run N workers on one port (SO_REUSEPORT); restart a worker that dies;
     on SIGTERM/SIGINT pass it on and wait for every worker to drain."""
     ctx = multiprocessing.get_context("spawn")
+    # Issue 5: a fresh folder where workers publish their counters, so /metrics and
+    # /admin/stats add every worker up (gateway/statshub.py); removed at exit.
+    prepare_shared_dir()
     workers: list[multiprocessing.process.BaseProcess] = []
     stopping = False
 
+    # A spawned worker unpickles its target by module name, and "__main__" of
+    # `python -m gateway` is not importable there: name it by its import path.
+    entry = importlib.import_module("gateway.__main__")._worker_entry
+
     def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_worker_entry, args=(config,), daemon=False)
+        proc = ctx.Process(target=entry, args=(config,), daemon=False)
         proc.start()
         return proc
 

@@ -40,7 +40,8 @@ class ServerConfig:
     access_log_format: str = "json"
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     shutdown_timeout: float = 10.0
-    keepalive_timeout: float = 75.0
+    keepalive_timeout: float = 30.0
+    send_timeout: float = 60.0
     max_line_size: int = 8190
     max_field_size: int = 8190
 
@@ -49,6 +50,7 @@ class ServerConfig:
         _at_least("server.workers", self.workers, 1)
         _positive("server.shutdown_timeout", self.shutdown_timeout)
         _positive("server.keepalive_timeout", self.keepalive_timeout)
+        _positive("server.send_timeout", self.send_timeout)
         _at_least("server.max_line_size", self.max_line_size, 256)
         _at_least("server.max_field_size", self.max_field_size, 256)
         _one_of("server.access_log_format", self.access_log_format, ("json", "classic"))
@@ -70,9 +72,21 @@ class OriginConfig:
     read_timeout: float = 5.0
     max_connections: int = 64
     allow_svg: bool = False
+    retries: int = 2
+    retry_backoff: float = 0.1
+    breaker_threshold: int = 5
+    breaker_reset: float = 10.0
+    max_concurrent_fetches: int = 64
+    queue_timeout: float = 2.0
 
     def validate(self) -> None:
         _one_of("origin.kind", self.kind, ("local", "s3"))
+        _at_least("origin.retries", self.retries, 0)
+        _at_least("origin.retry_backoff", self.retry_backoff, 0)
+        _at_least("origin.breaker_threshold", self.breaker_threshold, 1)
+        _positive("origin.breaker_reset", self.breaker_reset)
+        _at_least("origin.max_concurrent_fetches", self.max_concurrent_fetches, 1)
+        _positive("origin.queue_timeout", self.queue_timeout)
         _positive("origin.max_bytes", self.max_bytes)
         _positive("origin.connect_timeout", self.connect_timeout)
         _positive("origin.read_timeout", self.read_timeout)
@@ -225,6 +239,77 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    rate: float = 0.0
+    burst: int = 100
+    max_clients: int = 100_000
+
+    def validate(self) -> None:
+        _at_least("limits.rate", self.rate, 0)
+        _at_least("limits.burst", self.burst, 1)
+        _at_least("limits.max_clients", self.max_clients, 1)
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    keys: tuple[str, ...] = field(default=(), repr=False)
+    required: bool = False
+
+    def validate(self) -> None:
+        from gateway.signing import parse_keys
+
+        try:
+            parse_keys(self.keys)
+        except ValueError as exc:
+            raise ConfigError(f"signing.keys: {exc} (values not shown)") from None
+        if self.required and not self.keys:
+            raise ConfigError("signing.required: true needs at least one signing.keys entry")
+
+
+TRANSFORM_FORMATS = ("webp", "avif", "jpeg", "png")
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    widths: tuple[int, ...] = (32, 48, 64, 96, 128, 256, 512)
+    heights: tuple[int, ...] = (32, 48, 64, 96, 128, 256, 512)
+    qualities: tuple[int, ...] = (50, 60, 70, 75, 80, 85, 90)
+    default_quality: int = 80
+    formats: tuple[str, ...] = TRANSFORM_FORMATS
+    enlarge: bool = False
+    max_pixels: int = 25_000_000
+    workers: int = 2
+    queue: int = 16
+    upload_size: int = 128
+    upload_format: str = "original"
+    upload_quality: int = 90
+
+    def validate(self) -> None:
+        for name in ("widths", "heights"):
+            for value in getattr(self, name):
+                if not 1 <= value <= 8192:
+                    raise ConfigError(f"transform.{name}: {value} must be in 1-8192")
+        for value in self.qualities:
+            if not 1 <= value <= 100:
+                raise ConfigError(f"transform.qualities: {value} must be in 1-100")
+        if self.default_quality not in self.qualities:
+            raise ConfigError(f"transform.default_quality: {self.default_quality} must be "
+                              "one of transform.qualities")
+        for fmt in self.formats:
+            _one_of("transform.formats", fmt, TRANSFORM_FORMATS)
+        _at_least("transform.max_pixels", self.max_pixels, 1)
+        _at_least("transform.workers", self.workers, 1)
+        _at_least("transform.queue", self.queue, 0)
+        if not 16 <= self.upload_size <= 4096:
+            raise ConfigError(f"transform.upload_size: {self.upload_size} must be in 16-4096")
+        _one_of("transform.upload_format", self.upload_format,
+                ("original", *TRANSFORM_FORMATS))
+        if not 1 <= self.upload_quality <= 100:
+            raise ConfigError(f"transform.upload_quality: {self.upload_quality} must be "
+                              "in 1-100")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -238,6 +323,9 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):
@@ -342,6 +430,9 @@ def _parse_text(setting: str, kind: Any, text: str) -> Any:
             return float(text)
         except ValueError:
             raise ConfigError(f"{setting}: {text!r} is not a number") from None
+    if _is_int_tuple(kind):
+        return tuple(_parse_text(setting, int, part) for part in text.split(",")
+                     if part.strip())
     if _is_str_tuple(kind):
         return tuple(part.strip() for part in text.split(",") if part.strip())
     return text
@@ -359,6 +450,10 @@ def _coerce(setting: str, kind: Any, value: Any) -> Any:
     elif kind is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+    elif _is_int_tuple(kind):
+        if isinstance(value, list) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
     elif _is_str_tuple(kind):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
@@ -371,7 +466,13 @@ def _is_str_tuple(kind: Any) -> bool:
     return typing.get_origin(kind) is tuple
 
 
+def _is_int_tuple(kind: Any) -> bool:
+    return _is_str_tuple(kind) and typing.get_args(kind)[:1] == (int,)
+
+
 def _type_name(kind: Any) -> str:
+    if _is_int_tuple(kind):
+        return "list of whole numbers"
     if _is_str_tuple(kind):
         return "list of strings"
     if isinstance(kind, type | types.GenericAlias):

@@ -28,15 +28,29 @@ class NotFound(GatewayError):
 
 
 class OriginError(GatewayError):
-    """The origin failed or answered something we refuse to serve."""
+    """The origin failed or answered something we refuse to serve.
+
+    ``retryable`` marks failures of availability (5xx, connection lost) that a
+    retry may cure, as opposed to answers that would be the same next time.
+    """
 
     status = 502
     public_message = "origin error"
+
+    def __init__(self, detail: str | None = None, *, retryable: bool = False) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
 
 
 class OriginTimeout(OriginError):
     status = 504
     public_message = "origin timed out"
+
+
+class OriginUnavailable(OriginError):
+    """The circuit breaker is open: the origin failed repeatedly, we are not asking it."""
+
+    public_message = "origin unavailable"
 
 
 class UnsupportedMedia(OriginError):

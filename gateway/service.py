@@ -18,7 +18,7 @@ from pathlib import Path
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cluster import ClusterFlight
-from gateway.errors import NotFound, OriginError
+from gateway.errors import Busy, NotFound, OriginError
 from gateway.model import Blob, Entry, FileBlob, ObjectMeta, cache_key, make_meta
 from gateway.origin import NotModified, Origin
 from gateway.origin.content import checked_type
@@ -120,7 +120,7 @@ class ImageService:
         except NotFound:
             _close(stale)
             return self._fallback()
-        except OriginError:
+        except (OriginError, Busy):
             if stale is None:
                 raise
             self.stats.stale_served += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.presign import SignedUrl
 
@@ -53,3 +53,12 @@ class Origin(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Uploadable(Protocol):
+    """An origin that can store objects (PUT /admin/images/{id})."""
+
+    async def store(self, image_id: str, body: bytes, content_type: str) -> None:
+        """Store ``body`` as ``image_id``, replacing it; raises OriginError."""
+        ...

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 from gateway.errors import NotFound, OriginError, TooLarge
@@ -65,6 +67,26 @@ class LocalOrigin:
     async def fetch(self, image_id: str, if_none_match: str | None = None
                     ) -> Fetched | NotModified:
         return await asyncio.to_thread(self._read, image_id, if_none_match)
+
+    def _write(self, image_id: str, body: bytes) -> None:
+        path = self._path(image_id)
+        # A dot name: never an image id, so never served half-written.
+        tmp = self.root / f".upload-{secrets.token_hex(8)}"
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise OriginError(f"local origin: cannot store: {exc.strerror}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    async def store(self, image_id: str, body: bytes, content_type: str) -> None:
+        """Atomically replace the file (the type is sniffed again when read)."""
+        await asyncio.to_thread(self._write, image_id, body)
 
     async def head(self, image_id: str) -> ObjectInfo:
         st = await asyncio.to_thread(self._stat, image_id)

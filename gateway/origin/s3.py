@@ -8,6 +8,7 @@ the project's own errors.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from email.utils import parsedate_to_datetime
@@ -42,6 +43,7 @@ class S3Origin:
         self.max_bytes = max_bytes
         self.allowed_types = allowed_types
         self._timeout = timeout
+        self._resigning: dict[str, asyncio.Task[None]] = {}
 
     def object_key(self, image_id: str) -> str:
         return f"{self.prefix}{image_id}"
@@ -61,9 +63,31 @@ class S3Origin:
 
     async def url(self, image_id: str) -> SignedUrl:
         stored = await self._store.get(image_id)
-        if stored is not None:
-            return stored
-        return await self.sign(image_id)
+        if stored is None:
+            return await self.sign(image_id)
+        signed_at = stored.expires_at - self.expires
+        if time.time() - signed_at >= self.refresh_after:
+            self._resign_soon(image_id)
+        return stored
+
+    @property
+    def refresh_after(self) -> float:
+        """Age at which a stored URL is re-signed in the background: before the store
+        drops it (url_ttl), so under steady traffic no request waits for signing."""
+        return self.url_ttl * 0.8
+
+    def _resign_soon(self, image_id: str) -> None:
+        if image_id in self._resigning:
+            return
+        task = asyncio.get_running_loop().create_task(self._resign(image_id))
+        self._resigning[image_id] = task
+        task.add_done_callback(lambda _: self._resigning.pop(image_id, None))
+
+    async def _resign(self, image_id: str) -> None:
+        try:
+            await self.sign(image_id)
+        except Exception:  # the stored URL still works; the next request tries again
+            log.warning("background re-signing of %s failed", image_id, exc_info=True)
 
     # -- bytes ------------------------------------------------------------------------
 
@@ -83,9 +107,10 @@ class S3Origin:
         except TimeoutError:
             raise OriginTimeout() from None
         except aiohttp.ClientPayloadError:
-            raise OriginError("origin body ended early") from None
-        except aiohttp.ClientError as exc:
-            raise OriginError(f"origin unreachable: {type(exc).__name__}") from None
+            raise OriginError("origin body ended early", retryable=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise OriginError(f"origin unreachable: {type(exc).__name__}",
+                              retryable=True) from None
         assert not isinstance(result, _Forbidden)
         return result
 
@@ -100,7 +125,8 @@ class S3Origin:
             if resp.status == 403:
                 return _FORBIDDEN
             if resp.status != 200:
-                raise OriginError(f"origin answered {resp.status}")
+                raise OriginError(f"origin answered {resp.status}",
+                                  retryable=resp.status >= 500)
             if resp.content_length is not None and resp.content_length > self.max_bytes:
                 raise TooLarge(f"origin object is {resp.content_length} bytes")
             body = await self._read_capped(resp)
@@ -138,6 +164,17 @@ class S3Origin:
                           int(modified.timestamp()) if modified else 0,
                           resp.get("ETag"))
 
+    async def store(self, image_id: str, body: bytes, content_type: str) -> None:
+        """PUT the object (uploads through the admin API)."""
+        try:
+            await self._client.put_object(Bucket=self.bucket, Key=self.object_key(image_id),
+                                          Body=body, ContentType=content_type)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            raise OriginError(f"origin PUT failed: {code}") from None
+        except (TimeoutError, BotoCoreError, aiohttp.ClientError) as exc:
+            raise OriginError(f"origin unreachable: {type(exc).__name__}") from None
+
     async def ping(self) -> bool:
         try:
             await self._client.head_bucket(Bucket=self.bucket)
@@ -146,7 +183,11 @@ class S3Origin:
         return True
 
     async def close(self) -> None:
-        return None  # the client and session belong to create_app's cleanup context
+        # The client and session belong to create_app's cleanup context.
+        tasks = list(self._resigning.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _Forbidden:

@@ -1,36 +1,115 @@
-"""Access log: one JSON object a line (or the classic format, by setting)."""
+"""Access log: one JSON object a line (or the classic format, by setting).
+
+Both formats carry the same facts: the client (X-Forwarded-For believed only
+from a trusted proxy, see clientaddr.py), the request, the status, the body
+bytes, the layer that answered (X-Cache) and the duration. The lines go to
+stdout through the ``gateway.access`` logger with nothing around them, so a log
+shipper can read the JSON as it is; the service's own log stays on stderr.
+
+    {"ts":1718000000.123,"client":"203.0.113.7","method":"GET","path":"/images/a.png",
+     "status":200,"bytes":5120,"layer":"HIT-MEMORY","ms":0.412,"ua":"...","pid":4242}
+
+    203.0.113.7 - - [10/Jun/2024:06:13:20 +0000] "GET /images/a.png HTTP/1.1" 200 5120
+     "-" "Mozilla/5.0 ..." HIT-MEMORY 0.000412 (one line)
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
+from typing import IO, Any
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from gateway.config import ServerConfig
 from gateway.web.clientaddr import ClientAddress
 
-CLASSIC = '%a "%r" %s %b "%{X-Cache}o" %Tf'
+ACCESS_LOGGER = "gateway.access"
+# Kept for callers of the old API; the classic line is now built by the logger class.
+CLASSIC = '%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i" %{X-Cache}o %Tf'
+_NO_BODY = frozenset({204, 304})
 
 
-def make_access_logger(client_address: ClientAddress) -> type[AbstractAccessLogger]:
-    class JsonAccessLogger(AbstractAccessLogger):
+def body_bytes(request: BaseRequest, response: StreamResponse) -> int:
+    """Body bytes of a response: its Content-Length (sendfile included), 0 for HEAD,
+    304 and 204. (``response.body_length`` counts the header bytes too, and misses
+    bytes sent with sendfile.)"""
+    if request.method == "HEAD" or response.status in _NO_BODY or response.status < 200:
+        return 0
+    length = response.content_length
+    return response.body_length if length is None else length
+
+
+def _quoted(text: str) -> str:
+    """For the classic line: no quote, backslash or control character left raw."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    if out.isprintable():
+        return out
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
+
+
+def make_access_logger(client_address: ClientAddress,
+                       fmt: str = "json") -> type[AbstractAccessLogger]:
+    pid = os.getpid()
+    json_format = fmt == "json"
+
+    class GatewayAccessLogger(AbstractAccessLogger):
+        @property
+        def enabled(self) -> bool:
+            return self.logger.isEnabledFor(logging.INFO)
+
         def log(self, request: BaseRequest, response: StreamResponse, time_: float) -> None:
-            if not self.logger.isEnabledFor(logging.INFO):
+            headers = request.headers
+            client = client_address.of(request.remote, headers.get("X-Forwarded-For"))
+            layer = response.headers.get("X-Cache", "-")
+            size = body_bytes(request, response)
+            if json_format:
+                record = {
+                    "ts": round(time.time(), 3),
+                    "client": client,
+                    "method": request.method,
+                    "path": request.path_qs,
+                    "status": response.status,
+                    "bytes": size,
+                    "layer": layer,
+                    "ms": round(time_ * 1000, 3),
+                    "ua": headers.get("User-Agent", ""),
+                    "pid": pid,
+                }
+                self.logger.info(json.dumps(record, separators=(",", ":")))
                 return
-            record = {
-                "ts": round(time.time(), 3),
-                "client": client_address.of(request.remote,
-                                            request.headers.get("X-Forwarded-For")),
-                "method": request.method,
-                "path": request.path_qs,
-                "status": response.status,
-                "bytes": response.body_length,
-                "cache": response.headers.get("X-Cache", "-"),
-                "ms": round(time_ * 1000, 3),
-                "ua": request.headers.get("User-Agent", ""),
-            }
-            self.logger.info(json.dumps(record, separators=(",", ":")))
+            version = request.version
+            self.logger.info(
+                '%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" %s %.6f',
+                client, time.strftime("%d/%b/%Y:%H:%M:%S %z"), request.method,
+                _quoted(request.path_qs), version.major, version.minor, response.status,
+                size, _quoted(headers.get("Referer", "-")),
+                _quoted(headers.get("User-Agent", "-")), _quoted(layer), time_)
 
-    return JsonAccessLogger
+    return GatewayAccessLogger
+
+
+def access_log_settings(server: ServerConfig) -> dict[str, Any]:
+    """The AppRunner keyword arguments for ``server.access_log*``."""
+    if not server.access_log:
+        return {"access_log": None}
+    return {"access_log": logging.getLogger(ACCESS_LOGGER),
+            "access_log_class": make_access_logger(ClientAddress(server.trusted_proxies),
+                                                   server.access_log_format)}
+
+
+def setup_access_log_output(stream: IO[str] | None = None) -> None:
+    """Access lines as they are (no timestamp/level prefix) to stdout, not mixed into
+    the service's own log. Whether there are any is ``server.access_log``."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -18,6 +18,7 @@ from gateway.model import Entry, FileBlob, validate_image_id, validate_user_id
 from gateway.service import Layer
 from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE
 from gateway.web.middlewares import error_response
+from gateway.web.variants import upload_image
 
 
 def bearer_auth(token: str) -> Middleware:
@@ -116,6 +117,7 @@ def _release(entry: Entry) -> None:
 
 def add_routes(admin: web.Application) -> None:
     admin.router.add_delete("/images/{image_id}", purge_image)
+    admin.router.add_put("/images/{image_id}", upload_image)
     admin.router.add_put("/users/{user_id}", put_alias)
     admin.router.add_delete("/users/{user_id}", delete_alias)
     admin.router.add_post("/prefetch", prefetch)

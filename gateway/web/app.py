@@ -10,6 +10,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
 
 from gateway.aliases import AliasStore
@@ -23,15 +24,19 @@ from gateway.invalidation import Invalidator
 from gateway.model import Blob
 from gateway.origin import Origin
 from gateway.origin.local import LocalOrigin
+from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
 from gateway.origin.s3 import S3Origin
 from gateway.presign import MemoryUrlStore, RedisUrlStore, UrlStore
 from gateway.redis_health import RedisHealth, redis_errors
 from gateway.service import FlightResult, ImageService, load_fallback
+from gateway.signing import UrlSigner
 from gateway.singleflight import SingleFlight
 from gateway.stats import Stats
+from gateway.variants import build_variants
 from gateway.web import admin as admin_routes
 from gateway.web import handlers
 from gateway.web.admin import bearer_auth
+from gateway.web.clientaddr import ClientAddress
 from gateway.web.keys import (
     ALIASES,
     CONFIG,
@@ -40,8 +45,11 @@ from gateway.web.keys import (
     REDIS_HEALTH,
     SERVICE,
     STATS,
+    VARIANTS,
 )
-from gateway.web.middlewares import errors
+from gateway.web.middlewares import errors, require_signature
+from gateway.web.observability import install_observability
+from gateway.web.ratelimit import TokenBuckets, rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +85,12 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     store: UrlStore = (RedisUrlStore(redis, config.redis.prefix, redis_health, stats)
                        if redis is not None else MemoryUrlStore(stats))
 
-    origin = await _origin(config, store, stack)
+    o = config.origin
+    origin = ResilientOrigin(
+        await _origin(config, store, stack), retries=o.retries, backoff=o.retry_backoff,
+        breaker=CircuitBreaker(o.breaker_threshold, o.breaker_reset),
+        max_concurrent=o.max_concurrent_fetches, queue_timeout=o.queue_timeout)
+    stack.push_async_callback(origin.close)
     memory = MemoryCache(config.memory.max_bytes, config.memory.max_object_bytes,
                          max_stale=config.disk.max_stale, counters=stats.memory)
     disk: DiskCache | None = None
@@ -101,6 +114,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
         refresh_ahead=config.fetch.refresh_ahead, cluster=cluster)
     stack.push_async_callback(service.close)
+    variants = build_variants(config, service, stack)  # issue 8; pool shut down by stack
 
     aliases = AliasStore(redis, config.redis.prefix, redis_health)
     bus = InvalidationBus(redis, config.redis.prefix, redis_health)
@@ -115,7 +129,15 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         checks["redis"] = _redis_ping(redis, redis_health)
     health = Health(checks)
 
-    app = web.Application(middlewares=[errors], client_max_size=1024 * 1024)
+    middlewares: list[Middleware] = [errors]
+    addresses = ClientAddress(config.server.trusted_proxies)
+    if config.limits.rate > 0:
+        middlewares.append(rate_limit(
+            TokenBuckets(config.limits.rate, config.limits.burst, config.limits.max_clients),
+            addresses))
+    if config.signing.required:
+        middlewares.append(require_signature(UrlSigner(config.signing.keys)))
+    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     admin: web.Application | None = None
     if config.admin.token:
         admin = web.Application(middlewares=[bearer_auth(config.admin.token)],
@@ -127,6 +149,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     app[ALIASES] = aliases
     app[INVALIDATOR] = invalidator
     app[REDIS_HEALTH] = redis_health
+    app[VARIANTS] = variants
 
     async def draining(_: web.Application) -> None:
         health.draining = True
@@ -137,6 +160,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     app.router.add_get("/images/user/{user_id}", handlers.get_user_image)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    install_observability(app, admin)  # issue 5: /metrics, /admin/stats, dashboard
     if admin is not None:
         admin_routes.add_routes(admin)
         app.add_subapp("/admin/", admin)

@@ -8,26 +8,35 @@ from gateway.model import validate_image_id, validate_user_id
 from gateway.service import Layer
 from gateway.web.keys import ALIASES, CONFIG, HEALTH, SERVICE
 from gateway.web.responses import image_response
+from gateway.web.variants import variant_image, variant_spec
 
 
 async def get_image(request: web.Request) -> web.StreamResponse:
     image_id = validate_image_id(request.match_info["image_id"])
+    spec = variant_spec(request)  # issue 8: ?w=&h=&fit=&format=&q= (docs/variants.md)
+    if spec is not None:
+        return await variant_image(request, image_id, spec)
     served = await request.app[SERVICE].get(image_id)
-    http = request.app[CONFIG].http
-    cache_control = (http.fallback_cache_control if served.layer is Layer.FALLBACK
-                     else http.cache_control)
-    return image_response(request, served.entry, served.layer.value, cache_control)
+    config = request.app[CONFIG]
+    cache_control = (config.http.fallback_cache_control if served.layer is Layer.FALLBACK
+                     else config.http.cache_control)
+    return image_response(request, served.entry, served.layer.value, cache_control,
+                          config.server.send_timeout)
 
 
 async def get_user_image(request: web.Request) -> web.StreamResponse:
     user_id = validate_user_id(request.match_info["user_id"])
+    spec = variant_spec(request)
     service = request.app[SERVICE]
     image_id = await request.app[ALIASES].resolve(user_id)
+    if spec is not None:
+        return await variant_image(request, image_id, spec, user=True)
     served = service.fallback_for_unknown() if image_id is None else await service.get(image_id)
-    http = request.app[CONFIG].http
-    cache_control = (http.fallback_cache_control if served.layer is Layer.FALLBACK
-                     else http.user_cache_control)
-    return image_response(request, served.entry, served.layer.value, cache_control)
+    config = request.app[CONFIG]
+    cache_control = (config.http.fallback_cache_control if served.layer is Layer.FALLBACK
+                     else config.http.user_cache_control)
+    return image_response(request, served.entry, served.layer.value, cache_control,
+                          config.server.send_timeout)
 
 
 async def get_image_url(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from gateway.invalidation import Invalidator
 from gateway.redis_health import RedisHealth
 from gateway.service import ImageService
 from gateway.stats import Stats
+from gateway.variants import VariantService
 
 CONFIG = web.AppKey("config", Config)
 SERVICE = web.AppKey("service", ImageService)
@@ -19,3 +20,4 @@ HEALTH = web.AppKey("health", Health)
 INVALIDATOR = web.AppKey("invalidator", Invalidator)
 ALIASES = web.AppKey("aliases", AliasStore)
 REDIS_HEALTH = web.AppKey("redis_health", RedisHealth)
+VARIANTS = web.AppKey("variants", VariantService)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import Busy, GatewayError
+from gateway.signing import UrlSigner
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +43,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error")
+
+
+def require_signature(signer: UrlSigner) -> Middleware:
+    """Refuse /images requests whose URL does not carry a valid signature."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/images/") and not signer.verify(request.raw_path):
+            return error_response(403, "missing or invalid signature")
+        return await handler(request)
+
+    return check

@@ -30,9 +30,12 @@ def entity_headers(meta: ObjectMeta, layer: str, cache_control: str) -> dict[str
 
 
 def image_response(request: web.Request, entry: Entry, layer: str,
-                   cache_control: str) -> web.StreamResponse:
+                   cache_control: str, send_timeout: float = 60.0,
+                   vary: str | None = None) -> web.StreamResponse:
     meta = entry.meta
     headers = entity_headers(meta, layer, cache_control)
+    if vary:  # on 304 too (RFC 9110 15.4.5)
+        headers["Vary"] = vary
     if is_not_modified(request.headers.get("If-None-Match"),
                        request.headers.get("If-Modified-Since"), meta):
         _release(entry)
@@ -47,7 +50,7 @@ def image_response(request: web.Request, entry: Entry, layer: str,
         entry.file.close()
         headers["Content-Length"] = str(meta.size)
         return web.Response(headers=headers)
-    return SendfileResponse(entry.file, entry.offset, meta.size, headers)
+    return SendfileResponse(entry.file, entry.offset, meta.size, headers, send_timeout)
 
 
 def _release(entry: Entry) -> None:
@@ -59,8 +62,9 @@ class SendfileResponse(web.StreamResponse):
     """Sends ``count`` bytes of an open file from ``offset`` with the kernel's sendfile."""
 
     def __init__(self, file: IO[bytes], offset: int, count: int,
-                 headers: dict[str, str]) -> None:
+                 headers: dict[str, str], send_timeout: float) -> None:
         super().__init__(headers=headers)
+        self._send_timeout = send_timeout
         self._file = file
         self._offset = offset
         self._count = count
@@ -74,10 +78,12 @@ class SendfileResponse(web.StreamResponse):
             if transport is None:
                 raise ConnectionResetError("client went away")
             loop = asyncio.get_running_loop()
-            try:
-                await loop.sendfile(transport, self._file, self._offset, self._count)
-            except NotImplementedError:  # TLS transports, or no os.sendfile
-                await self._copy(writer)
+            # A client that stops reading must not hold the file and task forever.
+            async with asyncio.timeout(self._send_timeout):
+                try:
+                    await loop.sendfile(transport, self._file, self._offset, self._count)
+                except NotImplementedError:  # TLS transports, or no os.sendfile
+                    await self._copy(writer)
             await super().write_eof()
             return writer
         finally:

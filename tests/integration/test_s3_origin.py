@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import random
@@ -193,3 +194,22 @@ async def test_restarted_gateway_gives_same_etag(gateway_client, s3_config, s3, 
 async def test_readyz_reports_each_dependency(client):
     data = await (await client.get("/readyz")).json()
     assert data == {"status": "ok", "checks": {"origin": "ok", "disk": "ok", "redis": "ok"}}
+
+
+async def test_url_near_expiry_is_resigned_in_background(client, s3, s3_proxy, redis):
+    s3.put("old.png", png(14))
+    aged = time.gmtime(time.time() - 2500)  # past 80% of the 3000 s store TTL
+    old = (f"{s3_proxy.url}/{s3.bucket}/old.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+           f"&X-Amz-Date={time.strftime('%Y%m%dT%H%M%SZ', aged)}"
+           "&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=00aa")
+    await redis.set("profile_pic:url:old.png:v1", old, ex=500)
+    resp = await client.get("/images/old.png")
+    assert resp.status == 200  # served with the stored URL, not waiting for a signature
+    assert any("Signature=00aa" in r.query for r in s3_proxy.requests())
+    for _ in range(100):
+        stored = (await redis.get("profile_pic:url:old.png:v1")).decode()
+        if stored != old:
+            break
+        await asyncio.sleep(0.02)
+    assert stored != old
+    assert 2900 < await redis.ttl("profile_pic:url:old.png:v1") <= 3000

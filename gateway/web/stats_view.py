@@ -1,0 +1,64 @@
+"""/admin/stats, /admin/stats/reset and /admin/cache/clear (admin token required).
+
+These handlers live in the admin sub-app: app-level keys are read through
+``request.config_dict``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import BadRequest
+from gateway.service import ImageService
+from gateway.stats_report import build_report
+from gateway.statshub import StatsHub
+from gateway.web.keys import CONFIG, SERVICE
+
+HUB = web.AppKey("stats_hub", StatsHub)
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def clear_caches(service: ImageService) -> tuple[int, int]:
+    """Empty this process's memory cache and the disk cache; (memory, disk) entries."""
+    memory = len(service.memory)
+    await service.memory.clear()
+    disk = 0
+    if service.disk is not None:
+        disk = service.disk.entry_count
+        await service.disk.clear()
+    return memory, disk
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    raw = request.query.get("top", "10")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise BadRequest("top must be a whole number from 1 to 100")
+    hub = request.config_dict[HUB]
+    aggregate = await hub.aggregate()
+    report = build_report(aggregate, await hub.baseline(), request.config_dict[CONFIG],
+                          top=int(raw))
+    return web.json_response(report, headers=NO_STORE)
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    baseline = await request.config_dict[HUB].reset()
+    return web.json_response({"success": True, "since": round(baseline.at, 3),
+                              "generation": baseline.generation}, headers=NO_STORE)
+
+
+async def clear_cache(request: web.Request) -> web.Response:
+    hub = request.config_dict[HUB]
+    memory, disk = await clear_caches(request.config_dict[SERVICE])
+    await hub.request_clear()
+    return web.json_response({
+        "success": True,
+        "cleared": {"memory_entries": memory, "disk_entries": disk},
+        "other_workers": ("told to clear theirs within "
+                          f"{hub.publish_interval:g} s") if hub.shared else "none",
+    }, headers=NO_STORE)
+
+
+def add_routes(admin: web.Application) -> None:
+    admin.router.add_get("/stats", get_stats, allow_head=False)
+    admin.router.add_post("/stats/reset", reset_stats)
+    admin.router.add_post("/cache/clear", clear_cache)
