@@ -1,0 +1,83 @@
+"""HTTP side of variants: ``GET /images/{id}?w=&h=&fit=&format=&q=`` and uploads
+(``PUT /admin/images/{id}``). See docs/variants.md."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import BadRequest, GatewayError
+from gateway.model import digest_of, etag_for, validate_image_id
+from gateway.origin import Uploadable
+from gateway.service import Layer, Served
+from gateway.variants import VariantSpec, wants_variant
+from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE, VARIANTS
+from gateway.web.responses import image_response
+
+
+class UploadsUnsupported(GatewayError):
+    status = 501
+    public_message = "the configured origin does not accept uploads"
+
+
+def variant_spec(request: web.Request) -> VariantSpec | None:
+    """The variant the query asks for (400 for disallowed values); None for the
+    original: no variant parameter at all (``?v=123`` cache-busters are ignored)."""
+    if not wants_variant(request.query):
+        return None
+    return request.app[VARIANTS].parse(request.query)
+
+
+async def variant_image(request: web.Request, image_id: str | None, spec: VariantSpec, *,
+                        user: bool = False) -> web.StreamResponse:
+    """Answer with the variant of ``image_id`` (None: an unknown user -> the fallback)."""
+    variants = request.app[VARIANTS]
+    service = request.app[SERVICE]
+    vary = None if spec.negotiated else "Accept"
+    spec = variants.negotiate(spec, request.headers.get("Accept"))
+    served: Served
+    if spec.identity:  # e.g. format=auto for a client that takes neither AVIF nor WebP
+        served = (service.fallback_for_unknown() if image_id is None
+                  else await service.get(image_id))
+    elif image_id is None:
+        served = await variants.for_unknown(spec)
+    else:
+        served = await variants.get(image_id, spec)
+    config = request.app[CONFIG]
+    if served.layer is Layer.FALLBACK:
+        cache_control = config.http.fallback_cache_control
+    else:
+        cache_control = config.http.user_cache_control if user else config.http.cache_control
+    return image_response(request, served.entry, served.layer.value, cache_control,
+                          config.server.send_timeout, vary=vary)
+
+
+def uploader_of(origin: object) -> Uploadable | None:
+    """The origin, or the one it wraps (``.inner``), that can store objects."""
+    seen = 0
+    while origin is not None and seen < 8:
+        if isinstance(origin, Uploadable):
+            return origin
+        origin = getattr(origin, "inner", None)
+        seen += 1
+    return None
+
+
+async def upload_image(request: web.Request) -> web.Response:
+    """PUT /admin/images/{image_id}: the body is the picture. It must be an image by
+    its bytes; it is stored as ``transform.upload_size`` square (cover crop),
+    metadata stripped, then every cached copy and variant is purged everywhere."""
+    image_id = validate_image_id(request.match_info["image_id"])
+    uploader = uploader_of(request.config_dict[SERVICE].origin)
+    if uploader is None:
+        raise UploadsUnsupported()
+    body = await request.read()
+    if not body:
+        raise BadRequest("empty body: send the picture's bytes")
+    stored = await request.config_dict[VARIANTS].prepare_upload(body)
+    await uploader.store(image_id, stored.body, stored.content_type)
+    result = await request.config_dict[INVALIDATOR].purge(image_id)
+    return web.json_response({
+        "success": True, "image_id": image_id, "content_type": stored.content_type,
+        "width": stored.width, "height": stored.height, "size": len(stored.body),
+        "etag": etag_for(digest_of(stored.body)), "version": result.version,
+        "propagated": result.propagated})
