@@ -24,7 +24,9 @@ Writes
     A temp file (``.tmp-<random>``) in the entry's shard folder is written,
     fsynced and ``os.replace``d over the entry, then the folder is fsynced (best
     effort). Readers -- in this process or another replica sharing the folder --
-    therefore see the old or the new whole file, never a mix.
+    therefore see the old or the new whole file, never a mix. The writer holds
+    an exclusive ``flock`` on its temp file until the rename; start-up removes
+    every temp file it can lock (its writer died), whatever its age.
 
 Threads
     Every file operation runs in a dedicated ``ThreadPoolExecutor``, one job per
@@ -55,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -80,9 +83,8 @@ _HEADER: Final = struct.Struct(">4sHHII")
 HEADER_SIZE: Final = _HEADER.size
 MAX_META_BYTES: Final = 64 * 1024
 TEMP_PREFIX: Final = ".tmp-"
-#: Temp files younger than this are left alone at start-up: a replica sharing
-#: the folder may be writing them right now (every write bumps the mtime, so a
-#: live writer's file never looks old). Older ones belong to a dead process.
+#: Only where the filesystem has no flock support: temp files younger than this
+#: are taken to belong to a live writer (another replica sharing the folder).
 DEFAULT_TEMP_GRACE: Final = 60.0
 #: A hit re-touches the file's mtime (the recency hint for the next start-up
 #: scan) only when the mtime is older than this, to keep hits cheap.
@@ -204,6 +206,22 @@ def _hash_body(f: IO[bytes], size: int, sink: IO[bytes] | None = None) -> str:
             sink.write(chunk)
         remaining -= len(chunk)
     return hasher.hexdigest()
+
+
+def _lock_temp(fd: int) -> None:
+    with contextlib.suppress(OSError):  # no lock support: the mtime rule covers it
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _abandoned(path: str, cutoff: float) -> bool:
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        except OSError:
+            return os.fstat(f.fileno()).st_mtime < cutoff
+        return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -714,12 +732,14 @@ class DiskCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._temp_path(path.parent)
             with open(tmp, "xb") as f:
+                _lock_temp(f.fileno())
                 f.write(header)
                 f.write(body)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-            tmp = None
+                # Renamed while still open and locked: a sweeper never sees it unlocked.
+                os.replace(tmp, path)
+                tmp = None
             _fsync_dir(path.parent)
             return None
         except OSError as exc:
@@ -749,6 +769,7 @@ class DiskCache:
                     return _Refreshed("mismatch", detail="new metadata describes other bytes")
                 tmp = self._temp_path(path.parent)
                 with open(tmp, "xb") as dst:
+                    _lock_temp(dst.fileno())
                     dst.write(header)
                     # Copy and verify in one pass: never bless bad bytes with new meta.
                     if _hash_body(src, meta.size, dst) != meta.digest:
@@ -806,6 +827,11 @@ class DiskCache:
 
     @staticmethod
     def _remove_temps(folder: Path, cutoff: float) -> int:
+        """Remove temp files whose writer is gone: a live writer holds an exclusive
+        flock on its temp file until it is renamed, and the kernel drops the lock
+        when the writer dies, so "can we lock it" tells a crashed write from one in
+        progress in another process or replica on this host. Where locks are not
+        supported, files older than ``cutoff`` are taken as abandoned."""
         removed = 0
         try:
             with os.scandir(folder) as it:
@@ -815,7 +841,7 @@ class DiskCache:
             return 0
         for e in temps:
             try:
-                if e.stat(follow_symlinks=False).st_mtime < cutoff:
+                if _abandoned(e.path, cutoff):
                     os.unlink(e.path)
                     removed += 1
             except FileNotFoundError:

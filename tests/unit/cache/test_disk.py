@@ -6,6 +6,7 @@ import asyncio
 import errno
 import hashlib
 import logging
+import fcntl
 import os
 import shutil
 import struct
@@ -424,20 +425,23 @@ async def test_refresh_of_a_corrupt_entry_drops_it(cache: DiskCache) -> None:
 # -- start-up -----------------------------------------------------------------
 
 
-async def test_start_removes_old_temp_files_only(make_cache: MakeCache, tmp_path: Path) -> None:
+async def test_start_removes_temp_files_of_dead_writers_only(make_cache: MakeCache,
+                                                             tmp_path: Path) -> None:
     root = tmp_path / "cache"
     shard = root / "ab" / "cd"
     shard.mkdir(parents=True)
-    old = [shard / f"{TEMP_PREFIX}dead", root / f"{TEMP_PREFIX}probe"]
-    young = shard / f"{TEMP_PREFIX}live"
+    dead = [shard / f"{TEMP_PREFIX}dead", root / f"{TEMP_PREFIX}probe"]
+    live = shard / f"{TEMP_PREFIX}live"
     foreign = [root / "README", shard / "notes.txt"]
-    for path in [*old, young, *foreign]:
+    for path in [*dead, live, *foreign]:
         path.write_bytes(b"partial")
-    for path in old:
-        os.utime(path, (0, os.stat(path).st_mtime - 3600))
-    cache = await make_cache(root, scan=False)
-    # removed by start() itself, before the background scan
-    assert [p for p in [*old, young, *foreign] if p.exists()] == [young, *foreign]
+    # A writer in another process or replica holds an exclusive flock on its temp
+    # file until it renames it; a crashed writer's lock is gone with it.
+    with open(live, "rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cache = await make_cache(root, scan=False)
+        # removed by start() itself, before the background scan, whatever their age
+        assert [p for p in [*dead, live, *foreign] if p.exists()] == [live, *foreign]
     await cache.wait_scanned()
     assert cache.entry_count == 0
 
