@@ -176,7 +176,7 @@ class TopCounter:
 # Origin fetch results, as labels.
 ORIGIN_RESULTS = ("ok", "not_modified", "not_found", "error", "timeout")
 # X-Cache values of answers served without a download of their own (bandwidth saved).
-SAVED_LAYERS = ("HIT-MEMORY", "HIT-DISK", "COALESCED", "STALE")
+SAVED_LAYERS = ("HIT-MEMORY", "HIT-DISK", "COALESCED", "STALE", "REVALIDATED")
 # ... and those whose time is compared with an origin fetch (time saved).
 TIME_SAVED_LAYERS = ("HIT-MEMORY", "HIT-DISK", "COALESCED")
 

@@ -33,6 +33,7 @@ class Layer(StrEnum):
     MEMORY = "HIT-MEMORY"
     DISK = "HIT-DISK"
     MISS = "MISS"
+    REVALIDATED = "REVALIDATED"  # the origin confirmed our expired copy (304): no download
     COALESCED = "COALESCED"
     STALE = "STALE"
     FALLBACK = "FALLBACK"
@@ -138,6 +139,8 @@ class ImageService:
             _close(stale)
             return Served(layer, result)
         # 304: the bytes this caller already holds are current, with new freshness.
+        if not joined:
+            layer = Layer.REVALIDATED
         if stale is None or stale.meta.digest != result.digest:
             # A joiner without the leader's stale copy: read what the leader refreshed.
             _close(stale)

@@ -34,7 +34,8 @@ from gateway.metrics import (
 from gateway.statshub import Aggregate, Baseline, Window
 
 # Layers in the order a request tries them; anything else (ERROR, new ones) follows.
-LAYER_ORDER = ("HIT-MEMORY", "HIT-DISK", "MISS", "COALESCED", "STALE", "FALLBACK", "ERROR")
+LAYER_ORDER = ("HIT-MEMORY", "HIT-DISK", "MISS", "REVALIDATED", "COALESCED", "STALE",
+               "FALLBACK", "ERROR")
 MIN_ANSWERS = 20  # fewer answers than this: no rate-based advice yet
 LOW_HIT_RATE = 0.5
 FALLBACK_SHARE = 0.05

@@ -112,7 +112,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         memory=memory, disk=disk, origin=origin,
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
-        refresh_ahead=config.fetch.refresh_ahead, cluster=cluster)
+        refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2), cluster=cluster)
     stack.push_async_callback(service.close)
     variants = build_variants(config, service, stack)  # issue 8; pool shut down by stack
 

@@ -228,8 +228,8 @@ async def test_stale_copy_served_when_origin_down_then_refreshed(
 async def test_near_expiry_entry_is_refreshed_in_background(gateway_client, s3_config, s3,
                                                             s3_proxy):
     client = await gateway_client(s3_config(
-        endpoint=s3_proxy.url, disk={"ttl": 3600, "ttl_jitter": 0},
-        fetch={"refresh_ahead": 3599}))
+        endpoint=s3_proxy.url, disk={"ttl": 2, "ttl_jitter": 0},
+        fetch={"refresh_ahead": 1}))
     s3.put("w.png", png(31))
     assert (await client.get("/images/w.png")).headers["X-Cache"] == "MISS"
     await asyncio.sleep(1.05)  # now inside the refresh window
