@@ -35,6 +35,7 @@ class InvalidationBus:
         self._health = health
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.channel = f"{prefix}:invalidate"
         self.subscribed = asyncio.Event()
         self.on_image: OnImage | None = None
@@ -56,10 +57,18 @@ class InvalidationBus:
             self._task = asyncio.create_task(self._listen(), name="invalidation-bus")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._closing = True
+        task = self._task
+        if task is None:
+            return
+        # redis-py can swallow a cancellation that lands inside get_message's own
+        # timeout; the flag ends the loop at its next turn, and cancelling again
+        # until the task is done makes sure shutdown never hangs on it.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
     # -- publishing ---------------------------------------------------------------
 
@@ -120,7 +129,7 @@ class InvalidationBus:
 
     async def _listen(self) -> None:
         assert self._redis is not None
-        while True:
+        while not self._closing:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -129,7 +138,7 @@ class InvalidationBus:
                 self._health.ok()
                 self.subscribed.set()
                 log.info("subscribed to %s", self.channel)
-                while True:
+                while not self._closing:
                     # The timeout lets a dead connection surface as an error instead of
                     # a silent wait; redis-py raises on a broken socket.
                     message = await pubsub.get_message(timeout=1.0)
@@ -148,7 +157,8 @@ class InvalidationBus:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(self._retry_interval)
+            if not self._closing:
+                await asyncio.sleep(self._retry_interval)
 
     async def _dispatch(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data

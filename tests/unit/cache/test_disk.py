@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import hashlib
 import logging
-import fcntl
 import os
 import shutil
 import struct
