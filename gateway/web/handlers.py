@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.model import validate_image_id, validate_user_id
-from gateway.service import Layer
+from gateway.service import Layer, Served
 from gateway.web.keys import ALIASES, CONFIG, HEALTH, SERVICE
 from gateway.web.responses import image_response
 from gateway.web.variants import variant_image, variant_spec
@@ -17,11 +17,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     if spec is not None:
         return await variant_image(request, image_id, spec)
     served = await request.app[SERVICE].get(image_id)
-    config = request.app[CONFIG]
-    cache_control = (config.http.fallback_cache_control if served.layer is Layer.FALLBACK
-                     else config.http.cache_control)
-    return image_response(request, served.entry, served.layer.value, cache_control,
-                          config.server.send_timeout)
+    return _respond(request, served, request.app[CONFIG].http.cache_control)
 
 
 async def get_user_image(request: web.Request) -> web.StreamResponse:
@@ -32,9 +28,13 @@ async def get_user_image(request: web.Request) -> web.StreamResponse:
     if spec is not None:
         return await variant_image(request, image_id, spec, user=True)
     served = service.fallback_for_unknown() if image_id is None else await service.get(image_id)
+    return _respond(request, served, request.app[CONFIG].http.user_cache_control)
+
+
+def _respond(request: web.Request, served: Served, cache_control: str) -> web.StreamResponse:
     config = request.app[CONFIG]
-    cache_control = (config.http.fallback_cache_control if served.layer is Layer.FALLBACK
-                     else config.http.user_cache_control)
+    if served.layer is Layer.FALLBACK:
+        cache_control = config.http.fallback_cache_control  # short: the image may appear
     return image_response(request, served.entry, served.layer.value, cache_control,
                           config.server.send_timeout)
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
-import random
 import resource
 import signal
 import time
@@ -23,28 +20,17 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from PIL import Image
 
 from gateway.config import Config
 from gateway.service import ImageService
 from gateway.stats import Stats
 from gateway.web.app import create_app
 from gateway.web.keys import SERVICE, STATS
+from tests.support.images import noise_png as png
+from tests.support.images import sha
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 TEMP_PREFIX = ".tmp-"  # gateway/cache/disk.py names its temp files like this
-
-
-def png(seed: int, size: tuple[int, int] = (24, 24)) -> bytes:
-    """A PNG of noise: distinct per seed and about 3 bytes a pixel (noise won't compress)."""
-    pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
-    out = io.BytesIO()
-    Image.frombytes("RGB", size, pixels).save(out, "PNG")
-    return out.getvalue()
-
-
-def sha(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 def origin_gets(proxy: Any, image_id: str) -> list[Any]:

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import random
 import socket
 import time
 
 import aiohttp
 import pytest
-from PIL import Image
 from yarl import URL
 
 from gateway.signing import UrlSigner
 from gateway.web.keys import SERVICE
-
-
-def png(seed: int, size=(40, 40)) -> bytes:
-    pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
-    out = io.BytesIO()
-    Image.frombytes("RGB", size, pixels).save(out, "PNG")
-    return out.getvalue()
-
-
-def sha(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
+from tests.support.images import noise_png as png
+from tests.support.images import sha
 
 FAST = {"connect_timeout": 0.5, "read_timeout": 0.5, "retry_backoff": 0.01}
 

@@ -4,28 +4,16 @@ Redis outages."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
-import random
 import time
 
 import aiohttp
 import pytest
-from PIL import Image
+
+from tests.support.images import noise_png as png
+from tests.support.images import sha
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def png(seed: int, size=(40, 40)) -> bytes:
-    pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
-    out = io.BytesIO()
-    Image.frombytes("RGB", size, pixels).save(out, "PNG")
-    return out.getvalue()
-
-
-def sha(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 async def fetch(session, url, headers=None):

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
-import random
 import time
 
 import aiohttp
 import pytest
-from PIL import Image
 from redis.asyncio import Redis
 
+from tests.support.images import noise_png as png
+from tests.support.images import sha
+
 KEY_TTL_MAX = 3000
-
-
-def png(seed: int = 0, size=(24, 24)) -> bytes:
-    """A PNG of noise: distinct per seed and as large as its size (noise won't compress)."""
-    pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
-    out = io.BytesIO()
-    Image.frombytes("RGB", size, pixels).save(out, "PNG")
-    return out.getvalue()
-
-
-def sha(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 
@@ -43,3 +44,16 @@ def make_image(fmt: str = "PNG", size: tuple[int, int] = (32, 32),
     else:
         image.save(out, fmt)
     return out.getvalue()
+
+
+def noise_png(seed: int = 0, size: tuple[int, int] = (24, 24)) -> bytes:
+    """A PNG of noise: distinct per seed and about 3 bytes a pixel (noise won't compress),
+    so its size can be chosen through ``size``."""
+    pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", size, pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def sha(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
