@@ -14,13 +14,11 @@ import time
 from types import FrameType
 from typing import Any
 
-import uvloop
-from aiohttp import web
-
 from gateway.config import Config, ConfigError, load
-from gateway.statshub import prepare_shared_dir
-from gateway.web.accesslog import access_log_settings, setup_access_log_output
-from gateway.web.app import create_app
+
+# The server stack (aiohttp, aiobotocore, redis, Pillow...) is imported inside the
+# functions that run in workers: the supervisor of N workers only starts and watches
+# them, and would otherwise hold ~50 MB of modules it never uses.
 
 log = logging.getLogger("gateway")
 
@@ -49,10 +47,15 @@ def _setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    setup_access_log_output()  # access lines: bare JSON (or classic) lines on stdout
 
 
 def _run_worker(config: Config, reuse_port: bool) -> int:
+    import uvloop
+
+    from gateway.web.accesslog import setup_access_log_output
+
+    setup_access_log_output()  # access lines: bare JSON (or classic) lines on stdout
+
     try:
         uvloop.run(_serve(config, reuse_port))
     except OSError as exc:
@@ -62,6 +65,11 @@ def _run_worker(config: Config, reuse_port: bool) -> int:
 
 
 async def _serve(config: Config, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from gateway.web.accesslog import access_log_settings
+    from gateway.web.app import create_app
+
     server = config.server
     app = await create_app(config)
     access: dict[str, Any] = access_log_settings(server)
@@ -96,6 +104,8 @@ def _worker_entry(config: Config) -> None:
 def _supervise(config: Config) -> int:
     """Run N workers on one port (SO_REUSEPORT); restart a worker that dies;
     on SIGTERM/SIGINT pass it on and wait for every worker to drain."""
+    from gateway.workerdir import prepare_shared_dir
+
     ctx = multiprocessing.get_context("spawn")
     # Issue 5: a fresh folder where workers publish their counters, so /metrics and
     # /admin/stats add every worker up (gateway/statshub.py); removed at exit.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
-from email.utils import formatdate
 from typing import IO
 
 from gateway.errors import BadRequest
@@ -61,10 +60,6 @@ class ObjectMeta:
     stored_at: float  # when the origin last confirmed these bytes
     expires_at: float  # fresh until then; stale (servable on origin failure) after
     origin_etag: str | None = None
-
-    @property
-    def http_date(self) -> str:
-        return formatdate(self.last_modified, usegmt=True)
 
     def fresh(self, now: float) -> bool:
         return now < self.expires_at

@@ -5,7 +5,7 @@ Single process (``server.workers = 1``)
 
 Several workers
     The supervisor makes a fresh private folder before it spawns the workers
-    (:func:`prepare_shared_dir`, passed on in ``$IMAGE_GATEWAY_STATS_DIR``) and
+    (:func:`gateway.workerdir.prepare_shared_dir`, passed on in ``$IMAGE_GATEWAY_STATS_DIR``) and
     removes it at exit. Every ``PUBLISH_INTERVAL`` each worker writes its whole
     :class:`~gateway.metrics.Snapshot` there as ``w-<pid>-<start>.json`` (temp file
     + rename: readers see an old or a new file, never half of one). Whoever answers
@@ -40,21 +40,18 @@ Reset
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import errno
 import fcntl
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.metrics import (
     Histogram,
@@ -66,13 +63,14 @@ from gateway.metrics import (
     recorder_totals,
     stats_counters,
 )
-from gateway.redis_health import RedisHealth
-from gateway.service import ImageService
 from gateway.stats import Stats
+
+if TYPE_CHECKING:  # types only: the supervisor imports this module and stays small
+    from gateway.redis_health import RedisHealth
+    from gateway.service import ImageService
 
 log = logging.getLogger(__name__)
 
-SHARED_DIR_ENV = "IMAGE_GATEWAY_STATS_DIR"
 PUBLISH_INTERVAL = 1.0  # seconds between two publications of a worker's snapshot
 HISTORY_STEP = 5.0  # seconds per point of the history chart
 HISTORY_POINTS = 72  # six minutes of history
@@ -83,15 +81,6 @@ _RETIRED = "retired.json"
 _CONTROL = "control.json"
 _BASELINE = "baseline.json"
 _LOCK = ".lock"
-
-
-def prepare_shared_dir() -> str:
-    """For the supervisor, before it spawns workers: a fresh folder for their
-    snapshots, named in the environment the workers inherit, removed at exit."""
-    path = tempfile.mkdtemp(prefix="image-gateway-stats-")
-    os.environ[SHARED_DIR_ENV] = path
-    atexit.register(shutil.rmtree, path, True)
-    return path
 
 
 @dataclass

@@ -337,6 +337,9 @@ class DiskCache:
         # Compared with file mtimes, hence wall-clock time and not ``clock``.
         self.temp_grace = temp_grace
         self._clock = clock
+        # key hash -> (dev, inode, size, mtime_ns) of the file last verified; written
+        # by the executor threads (single dict operations, atomic under the GIL).
+        self._verified: dict[str, tuple[int, int, int, int]] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=executor_threads, thread_name_prefix="disk-cache")
         self._index: OrderedDict[str, _Record] = OrderedDict()
@@ -633,6 +636,7 @@ class DiskCache:
         return victims
 
     def _forget(self, h: str) -> bool:
+        self._verified.pop(h, None)
         if self._forgotten is not None:  # the scan may have read this file already
             self._forgotten.add(h)
         record = self._index.pop(h, None)
@@ -695,26 +699,33 @@ class DiskCache:
                 _unlink_if_same(path, st)
                 return _Read("expired")
             entry: Blob | FileBlob
+            # A file this process has verified and that has not changed since (same
+            # inode, size and mtime) is not hashed again: after a crash or restart
+            # the set is empty, so every file is verified once before it is served.
+            signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            verified = self._verified.get(h) == signature
             if meta.size <= self.inline_max_bytes:
                 body = f.read(meta.size)
                 if len(body) != meta.size:
                     raise _Corrupt("body shorter than its header says")
-                if hashlib.sha256(body).hexdigest() != meta.digest:
+                if not verified and hashlib.sha256(body).hexdigest() != meta.digest:
                     raise _Corrupt("body digest mismatch")
                 entry = Blob(meta, body)
             else:
                 # Verified through this very fd: whatever replaces or removes
                 # the path from now on, the caller sends these checked bytes.
-                if _hash_body(f, meta.size) != meta.digest:
+                if not verified and _hash_body(f, meta.size) != meta.digest:
                     raise _Corrupt("body digest mismatch")
                 f.seek(offset)
                 entry = FileBlob(meta, f, offset)
                 keep_open = True
+            self._verified[h] = signature
             if time.time() - st.st_mtime > TOUCH_INTERVAL and os.utime in os.supports_fd:
                 with contextlib.suppress(OSError):
                     os.utime(f.fileno())
             return _Read("hit", entry, st.st_size)
         except _Corrupt as exc:
+            self._verified.pop(h, None)
             _unlink_if_same(path, st)
             return _Read("corrupt", detail=str(exc))
         except _Foreign as exc:

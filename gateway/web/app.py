@@ -91,7 +91,10 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         breaker=CircuitBreaker(o.breaker_threshold, o.breaker_reset),
         max_concurrent=o.max_concurrent_fetches, queue_timeout=o.queue_timeout)
     stack.push_async_callback(origin.close)
-    memory = MemoryCache(config.memory.max_bytes, config.memory.max_object_bytes,
+    # memory.max_bytes is the whole gateway's budget: each of N workers keeps 1/N,
+    # so the container's memory need is max_bytes plus N runtimes, whatever N is.
+    memory = MemoryCache(config.memory.max_bytes // config.server.workers,
+                         config.memory.max_object_bytes,
                          max_stale=config.disk.max_stale, counters=stats.memory)
     disk: DiskCache | None = None
     if config.disk.enabled:

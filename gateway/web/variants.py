@@ -22,7 +22,7 @@ class UploadsUnsupported(GatewayError):
 def variant_spec(request: web.Request) -> VariantSpec | None:
     """The variant the query asks for (400 for disallowed values); None for the
     original: no variant parameter at all (``?v=123`` cache-busters are ignored)."""
-    if not wants_variant(request.query):
+    if not request.query_string or not wants_variant(request.query):
         return None
     return request.app[VARIANTS].parse(request.query)
 

@@ -202,3 +202,11 @@ async def test_health_endpoints(client):
 async def test_unknown_route_is_json_404(client):
     resp = await client.get("/nope")
     assert resp.status == 404
+
+
+async def test_memory_budget_is_shared_out_among_workers(gateway_client, gateway_config):
+    from gateway.web.keys import SERVICE
+
+    client = await gateway_client(gateway_config(server={"workers": 4},
+                                                 memory={"max_bytes": 4000}))
+    assert client.app[SERVICE].memory.max_bytes == 1000

@@ -683,3 +683,19 @@ def test_encode_header_round_trips_through_the_reader(tmp_path: Path) -> None:
     path.write_bytes(encode_header("k/0/", meta) + b"body")
     with path.open("rb") as f:
         assert disk_module._read_meta(f, path.stat().st_size)[:2] == ("k/0/", meta)
+
+
+async def test_verified_file_changed_in_place_is_verified_again(make_cache: MakeCache) -> None:
+    # A file is hashed once per process while unchanged; any change to it (here a
+    # flipped byte written in place, which moves its mtime) is checked again.
+    cache = await make_cache()
+    await cache.put("img.png/0/", blob(b"x" * 500))
+    assert await cache.get("img.png/0/") is not None  # verified and remembered
+    path = cache.path_for("img.png/0/")
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    st = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert await cache.get("img.png/0/") is None
+    assert cache.counters.corrupt_dropped == 1
