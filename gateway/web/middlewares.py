@@ -9,13 +9,14 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import Busy, GatewayError
 from gateway.signing import UrlSigner
+from gateway.web.responses import SERVER
 
 log = logging.getLogger(__name__)
 
 
 def error_response(status: int, message: str) -> web.Response:
     headers = {"Cache-Control": "no-store", "X-Cache": "ERROR",
-               "X-Content-Type-Options": "nosniff"}
+               "X-Content-Type-Options": "nosniff", "Server": SERVER}
     if status == 503:
         headers["Retry-After"] = "1"
     return web.json_response({"success": False, "error": message}, status=status,

@@ -15,6 +15,8 @@ from multidict import CIMultiDict
 from gateway.model import Blob, Entry, FileBlob
 from gateway.web.conditional import is_not_modified
 
+# aiohttp sets Server only when absent: ours names no versions for scanners to match.
+SERVER = "image-gateway"
 SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 _SENDFILE_CHUNK = 256 * 1024
 
@@ -33,6 +35,7 @@ def _entity_headers(etag: str, last_modified: int, content_type: str, layer: str
         "Cache-Control": cache_control,
         "X-Cache": layer,
         "X-Content-Type-Options": "nosniff",
+        "Server": SERVER,
     })
     if content_type == "image/svg+xml":
         headers["Content-Security-Policy"] = SVG_POLICY

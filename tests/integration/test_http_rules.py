@@ -43,6 +43,7 @@ async def test_serves_bytes_with_entity_headers(client):
     assert h["ETag"] == f'"{sha(PFP)[:32]}"'
     assert parsedate_to_datetime(h["Last-Modified"]).tzinfo is not None
     assert h["X-Cache"] == "MISS"
+    assert h["Server"] == "image-gateway"  # no framework or Python version for scanners
 
 
 async def test_second_request_is_a_memory_hit(client):
@@ -118,6 +119,7 @@ async def test_bad_ids_are_400_json(client, path, origin_dir):
     assert resp.headers["Content-Type"].startswith("application/json")
     assert (await resp.json())["success"] is False
     assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Server"] == "image-gateway"
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
