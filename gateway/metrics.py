@@ -547,6 +547,18 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily("gateway_workers", "Worker processes counted in these figures.",
                                 value=self.workers)
 
+        variants = CounterMetricFamily(
+            "gateway_variants", "Resized / re-encoded variants: memory_hits, disk_hits, "
+            "transforms, refreshed, failed (422), stale_served, pool_completed, "
+            "pool_rejected (503).", labels=["event"])
+        for name in sorted(s.counters):
+            if name.startswith("variants."):
+                variants.add_metric([name.removeprefix("variants.")], s.counters[name])
+        yield variants
+        yield GaugeMetricFamily("gateway_transform_pool_pending",
+                                "Transforms running or queued.",
+                                value=s.gauges.get("variants.pool_pending", 0))
+
 
 def render_prometheus(snapshot: Snapshot, workers: int) -> bytes:
     registry = CollectorRegistry(auto_describe=False)

@@ -123,6 +123,7 @@ class StatsHub:
     def __init__(self, *, stats: Stats, recorder: Recorder, service: ImageService,
                  redis_health: RedisHealth | None, shared_dir: str | Path | None,
                  on_clear: Callable[[], Awaitable[None]] | None = None,
+                 extra: Callable[[], tuple[dict[str, float], dict[str, float]]] | None = None,
                  publish_interval: float = PUBLISH_INTERVAL,
                  history_step: float = HISTORY_STEP,
                  clock: Callable[[], float] = time.time) -> None:
@@ -132,6 +133,7 @@ class StatsHub:
         self.redis_health = redis_health
         self.dir = Path(shared_dir) if shared_dir else None
         self.on_clear = on_clear
+        self.extra = extra  # more (counters, gauges), e.g. of the variant service
         self.publish_interval = publish_interval
         self.history_step = history_step
         self.clock = clock
@@ -166,6 +168,10 @@ class StatsHub:
         if disk is not None:
             gauges.update({"disk.bytes": disk.size_bytes, "disk.entries": disk.entry_count,
                            "disk.limit": disk.max_bytes})
+        if self.extra is not None:
+            extra_counters, extra_gauges = self.extra()
+            counters.update(extra_counters)
+            gauges.update(extra_gauges)
         return Snapshot(
             pid=self.pid, started=self.started, written=self.clock(), counters=counters,
             histograms=histograms, gauges=gauges, redis=redis,

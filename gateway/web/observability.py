@@ -31,7 +31,7 @@ from gateway.stats import Stats
 from gateway.statshub import StatsHub
 from gateway.web import dashboard, stats_view
 from gateway.web.accesslog import body_bytes
-from gateway.web.keys import REDIS_HEALTH, SERVICE, STATS
+from gateway.web.keys import REDIS_HEALTH, SERVICE, STATS, VARIANTS
 from gateway.web.stats_view import HUB, clear_caches
 from gateway.workerdir import SHARED_DIR_ENV
 
@@ -112,9 +112,21 @@ def install_observability(app: web.Application, admin: web.Application | None) -
     async def clear() -> None:
         await clear_caches(service)
 
+    variants = app.get(VARIANTS)
+
+    def variant_figures() -> tuple[dict[str, float], dict[str, float]]:
+        if variants is None:
+            return {}, {}
+        counters: dict[str, float] = {f"variants.{name}": value
+                                      for name, value in vars(variants.stats).items()}
+        counters["variants.pool_completed"] = variants.pool.completed
+        counters["variants.pool_rejected"] = variants.pool.rejected
+        return counters, {"variants.pool_pending": variants.pool.pending}
+
     hub = StatsHub(stats=stats, recorder=recorder, service=service,
                    redis_health=app.get(REDIS_HEALTH),
-                   shared_dir=os.environ.get(SHARED_DIR_ENV) or None, on_clear=clear)
+                   shared_dir=os.environ.get(SHARED_DIR_ENV) or None, on_clear=clear,
+                   extra=variant_figures)
     app[RECORDER] = recorder
     app[HUB] = hub
 

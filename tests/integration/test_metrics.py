@@ -281,3 +281,19 @@ def _two_workers_add_up(spawn_gateway) -> None:
     assert metrics.value("gateway_http_requests_total", route=IMAGE_ROUTE, status="200") == n
     assert metrics.value("gateway_workers") == 2
 
+
+
+async def test_variant_figures_are_exported(client_local):
+    before = await scrape(client_local)
+    for _ in range(2):
+        resp = await client_local.get("/images/default_pfp.png?w=64&h=64&format=webp")
+        assert resp.status == 200
+        await resp.read()
+    after = await scrape(client_local)
+    assert deltas(before, after, {"gateway_variants_total{event=transforms}": 0,
+                                  "gateway_variants_total{event=memory_hits}": 0,
+                                  "gateway_variants_total{event=pool_completed}": 0}) == {
+        "gateway_variants_total{event=transforms}": 1,
+        "gateway_variants_total{event=memory_hits}": 1,
+        "gateway_variants_total{event=pool_completed}": 1}
+    assert after.value("gateway_transform_pool_pending") == 0
