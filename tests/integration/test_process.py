@@ -1,0 +1,34 @@
+"""The gateway as a process: SIGTERM drains in-flight requests and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+import pytest
+
+from tests.support.images import noise_png, sha
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sigterm_drains_in_flight_requests_and_exits_0(spawn_gateway, s3, s3_proxy,
+                                                             workers):
+    body = noise_png(7)
+    s3.put("slow.png", body)
+    gateway = spawn_gateway({**s3.env(s3_proxy.url), "GATEWAY_SERVER_WORKERS": workers,
+                             "GATEWAY_ORIGIN_READ_TIMEOUT": "5"})
+    s3_proxy.delay_first_byte(1.5, match="slow.png")
+    async with aiohttp.ClientSession() as session:
+        async def get():
+            async with session.get(f"{gateway.url}/images/slow.png") as resp:
+                return resp.status, await resp.read()
+
+        in_flight = asyncio.create_task(get())
+        await asyncio.sleep(0.5)  # the request is waiting on the slow origin
+        gateway.send_signal(signal.SIGTERM)
+        status, got = await in_flight
+    assert status == 200
+    assert sha(got) == sha(body)
+    assert await asyncio.to_thread(gateway.terminate) == 0
