@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
+
+import aiofiles
+import aiofiles.os
 
 from gateway.errors import NotFound, OriginError, TooLarge
 from gateway.model import validate_image_id
@@ -34,27 +38,28 @@ class LocalOrigin:
     def _validator(st: os.stat_result) -> str:
         return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
 
-    def _stat(self, image_id: str) -> os.stat_result:
+    async def _stat(self, image_id: str) -> os.stat_result:
         try:
-            st = self._path(image_id).stat()
+            st = await aiofiles.os.stat(self._path(image_id))
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound() from None
         except OSError as exc:
             raise OriginError(f"local origin: {exc.strerror}") from None
-        if not os.path.isfile(self._path(image_id)):
+        if not stat.S_ISREG(st.st_mode):
             raise NotFound()
         return st
 
-    def _read(self, image_id: str, if_none_match: str | None) -> Fetched | NotModified:
-        st = self._stat(image_id)
+    async def fetch(self, image_id: str, if_none_match: str | None = None
+                    ) -> Fetched | NotModified:
+        st = await self._stat(image_id)
         validator = self._validator(st)
         if if_none_match is not None and if_none_match == validator:
             return NOT_MODIFIED
         if st.st_size > self.max_bytes:
             raise TooLarge(f"{st.st_size} bytes is over origin.max_bytes")
         try:
-            with open(self._path(image_id), "rb") as fh:
-                body = fh.read(self.max_bytes + 1)
+            async with aiofiles.open(self._path(image_id), "rb") as fh:
+                body = await fh.read(self.max_bytes + 1)
         except FileNotFoundError:
             raise NotFound() from None
         except OSError as exc:
@@ -63,10 +68,6 @@ class LocalOrigin:
             raise TooLarge("object grew over origin.max_bytes while read")
         content_type = checked_type(body, None, self.allowed_types)
         return Fetched(body, content_type, int(st.st_mtime), validator)
-
-    async def fetch(self, image_id: str, if_none_match: str | None = None
-                    ) -> Fetched | NotModified:
-        return await asyncio.to_thread(self._read, image_id, if_none_match)
 
     def _write(self, image_id: str, body: bytes) -> None:
         path = self._path(image_id)
@@ -89,14 +90,14 @@ class LocalOrigin:
         await asyncio.to_thread(self._write, image_id, body)
 
     async def head(self, image_id: str) -> ObjectInfo:
-        st = await asyncio.to_thread(self._stat, image_id)
+        st = await self._stat(image_id)
         return ObjectInfo(st.st_size, int(st.st_mtime), self._validator(st))
 
     async def url(self, image_id: str) -> SignedUrl | None:
         return None
 
     async def ping(self) -> bool:
-        return await asyncio.to_thread(self.root.is_dir)
+        return bool(await aiofiles.os.path.isdir(self.root))
 
     async def close(self) -> None:
         return None
