@@ -98,7 +98,11 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
                          max_stale=config.disk.max_stale, counters=stats.memory)
     disk: DiskCache | None = None
     if config.disk.enabled:
-        disk = DiskCache(Path(config.disk.path), max_bytes=config.disk.max_bytes,
+        # The workers share one folder and each bounds the files it knows of (its
+        # own writes and reads, the start-up scan). Every file is known to at least
+        # one worker, so N shares of max_bytes / N keep the folder within max_bytes.
+        disk = DiskCache(Path(config.disk.path),
+                         max_bytes=config.disk.max_bytes // config.server.workers,
                          max_stale=config.disk.max_stale,
                          inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
         await disk.start()

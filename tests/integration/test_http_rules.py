@@ -212,3 +212,11 @@ async def test_memory_budget_is_shared_out_among_workers(gateway_client, gateway
     client = await gateway_client(gateway_config(server={"workers": 4},
                                                  memory={"max_bytes": 4000}))
     assert client.app[SERVICE].memory.max_bytes == 1000
+
+
+async def test_disk_budget_is_shared_out_among_workers(gateway_client, gateway_config):
+    from gateway.web.keys import SERVICE
+
+    client = await gateway_client(gateway_config(server={"workers": 2},
+                                                 disk={"max_bytes": 8000}))
+    assert client.app[SERVICE].disk.max_bytes == 4000
