@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 USER_PREFIX = "user:"
 
+# Lua numbers are doubles: exact up to 2**53, far above microseconds since 1970.
+_BUMP = """
+local v = math.max(tonumber(redis.call('GET', KEYS[1]) or '0') + 1, tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], string.format('%d', v))
+return v
+"""
+
 OnImage = Callable[[str, int], Awaitable[None]]
 OnUser = Callable[[str], Awaitable[None]]
 OnResync = Callable[[dict[str, int]], Awaitable[None]]
@@ -72,12 +79,18 @@ class InvalidationBus:
 
     # -- publishing ---------------------------------------------------------------
 
-    async def bump(self, image_id: str) -> int | None:
-        """New cluster-wide version of the image, or None when Redis is unavailable."""
+    async def bump(self, image_id: str, at_least: int) -> int | None:
+        """New cluster-wide version of the image, or None when Redis is unavailable.
+
+        Never a version used before, even by a Redis that lost its data: the new
+        version is above the stored one and at least ``at_least`` (the caller's own
+        version + 1 and the time in microseconds), so a cache key can't come back.
+        """
         if self._redis is None:
             return None
         try:
-            version = int(await self._redis.incr(self.version_key(image_id)))
+            version = int(await self._redis.eval(_BUMP, 1, self.version_key(image_id),
+                                                 str(at_least)))
         except redis_errors as exc:
             self._health.failed(exc)
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from gateway.aliases import AliasStore
@@ -32,10 +33,11 @@ class Invalidator:
         bus.on_resync = self.on_resync
 
     async def purge(self, image_id: str) -> PurgeResult:
-        version = await self.bus.bump(image_id)
+        floor = max(self.service.versions.get(image_id, 0) + 1, time.time_ns() // 1000)
+        version = await self.bus.bump(image_id, floor)
         propagated = version is not None
         if version is None:
-            version = self.service.versions.get(image_id, 0) + 1
+            version = floor
         await self.urls.delete(image_id)
         await self.service.purge_local(image_id, version)
         if propagated:

@@ -275,13 +275,21 @@ class ImageService:
         return entry is not None and entry.meta.fresh(self.clock())
 
     async def purge_local(self, image_id: str, version: int | None = None) -> None:
-        """Drop every cached version and variant of one image from this process;
-        with ``version``, later reads use that version's keys."""
-        if version is not None and version > self.versions.get(image_id, 0):
-            self.versions[image_id] = version
+        """Drop every cached version and variant of one image from this process.
+
+        Later reads use a key no earlier read used: ``version`` when it is newer
+        than ours, else our version + 1. A fetch in flight during the purge then
+        lands under a key nobody asks for any more. ``version`` equal to ours is a
+        purge already applied here (our own message coming back): nothing to do.
+        """
+        current = self.versions.get(image_id, 0)
+        if version is not None and version == current:
+            return
         task = self._background.pop(self.key_for(image_id), None)
         if task is not None:
             task.cancel()
+        self.versions[image_id] = (version if version is not None and version > current
+                                   else current + 1)
         await self.memory.purge(image_id)
         if self.disk is not None:
             await self.disk.purge(image_id)

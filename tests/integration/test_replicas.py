@@ -310,3 +310,39 @@ async def test_unknown_user_gets_fallback(admin_client):
     assert resp.status == 200
     assert resp.headers["X-Cache"] == "FALLBACK"
     assert (await admin_client.get("/images/user/..%2fx")).status in (400, 404)
+
+
+async def test_versions_never_go_back_when_redis_loses_its_data(admin_client, redis_url):
+    # Found by the soak: after a Redis restart without persistence, INCR started again
+    # at 1, a purge kept the old cache key, and pre-purge bytes left in the cluster
+    # fill key were served again. A version must never repeat.
+    from redis.asyncio import Redis
+
+    async def purge():
+        resp = await admin_client.delete("/admin/images/v.png", headers=AUTH)
+        assert resp.status == 200
+        return (await resp.json())["version"]
+
+    versions = [await purge() for _ in range(3)]
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.flushall()  # what a restart without persistence leaves
+    finally:
+        await redis.aclose()
+    versions.append(await purge())
+    assert versions == sorted(versions) and len(set(versions)) == 4
+
+
+async def test_a_purge_always_moves_to_a_new_key(admin_client):
+    from gateway.web.keys import SERVICE
+
+    service = admin_client.app[SERVICE]
+    service.versions["k.png"] = 50
+    await service.purge_local("k.png", 7)  # an older number (another replica's Redis)
+    assert service.versions["k.png"] == 51
+    await service.purge_local("k.png", None)  # version unknown (Redis unreachable)
+    assert service.versions["k.png"] == 52
+    await service.purge_local("k.png", 900)
+    assert service.versions["k.png"] == 900
+    await service.purge_local("k.png", 900)  # our own purge's message coming back
+    assert service.versions["k.png"] == 900
