@@ -3,7 +3,9 @@
 #   make run          serve the sample pictures on http://127.0.0.1:8080 (ARGS="--config FILE")
 #   make test         system packages + test extras, then pytest (PYTEST_ARGS="-k foo -x")
 #   make lint         ruff + mypy
-#   make bench        benchmarks (writes bench/RESULTS.md; BENCH_ARGS=--profile: py-spy)
+#   make bench        benchmarks (writes bench/RESULTS.md; BENCH_ARGS=--profile: py-spy;
+#                     BENCH_SOAK=1: the soak run too)
+#   make soak         10-minute soak, faults injected (writes bench/SOAK.md; SOAK_QUICK=1: 60 s)
 #   make system-deps  redis-server, nginx, chromium from Debian packages (as root)
 #   make clean        caches and var/;  make distclean also removes the venv
 
@@ -25,7 +27,7 @@ TEST_STAMP := $(VENV)/.installed-test
 LINT_DIRS := $(wildcard gateway tests bench tools)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench system-deps clean distclean
+.PHONY: help run test lint bench soak system-deps clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -69,10 +71,27 @@ lint: $(TEST_STAMP)
 # into the venv only, never into the project's dependencies. Knobs by environment:
 # BENCH_DURATION=s per scenario (10), BENCH_QUICK=1 (2 s smoke run), see bench/settings.py.
 BENCH_ARGS ?=
+BENCH_SOAK ?= 0
 bench: $(TEST_STAMP)
 	@bash tools/ensure-system-deps.sh $(SYSTEM_DEPS) wrk
 	@test -x $(BIN)/py-spy || $(PIP) install 'py-spy>=0.3.14'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+ifeq ($(BENCH_SOAK),1)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+endif
+
+# The soak run (bench/soak.py; issue 7): 10 minutes of mixed traffic against the gateway
+# with S3 and Redis faults injected, every answer checked; RSS, fds and the disk cache
+# sampled. Writes bench/SOAK.md, exits 1 when a rule is broken (wrong bytes, old bytes
+# after a purge, a 500, an unexpected status, a hang, a worker restart, RSS +20 % after
+# warm-up). Also part of
+# `make bench` with BENCH_SOAK=1. Knobs: SOAK_DURATION=s (600), SOAK_QUICK=1 (60 s),
+# SOAK_RATE, SOAK_CONCURRENCY, ... (bench/soak.py).
+SOAK_ARGS ?=
+soak: $(TEST_STAMP)
+	@bash tools/ensure-system-deps.sh $(SYSTEM_DEPS) wrk
+	@test -x $(BIN)/py-spy || $(PIP) install 'py-spy>=0.3.14'
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
