@@ -22,8 +22,9 @@ _SENDFILE_CHUNK = 256 * 1024
 
 
 # A hot picture is answered thousands of times a second with the same headers:
-# build each set once (formatting the HTTP date alone costs microseconds).
-@functools.lru_cache(maxsize=16384)
+# build each set once (formatting the HTTP date alone costs microseconds). An entry
+# is ~1.8 KB: 2048 of them (~3.5 MB) cover the hot set; cold pictures rebuild theirs.
+@functools.lru_cache(maxsize=2048)
 def _entity_headers(etag: str, last_modified: int, content_type: str, layer: str,
                     cache_control: str, vary: str | None
                     ) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
