@@ -126,6 +126,18 @@ class Zipf:
 
 
 @dataclass
+def excerpt(body: bytes, limit: int) -> str:
+    """A body as the report can show it: text (a JSON error) as is, a picture by size."""
+    head = body[:limit]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(body)} bytes of binary body>"
+    if not text.isprintable():
+        return f"<{len(body)} bytes of binary body>"
+    return text
+
+
 class Request:
     kind: str
     method: str
@@ -345,7 +357,7 @@ class Traffic:
             event_counter[f"{status} {x_cache}"] += 1
         if elapsed > self.slow_after:
             st.example(f"slow answer (> {self.slow_after:g} s)", self._record(
-                req, status, x_cache, fault, started, elapsed, body[:120].decode("latin-1")),
+                req, status, x_cache, fault, started, elapsed, excerpt(body, 120)),
                 keep=30)
             st.slow[(req.kind, f"{status} {x_cache}", fault)] += 1
         ok_statuses = SUCCESS.get(req.kind, DEFAULT_SUCCESS)
@@ -360,11 +372,11 @@ class Traffic:
         if status == 500:
             st.http_500 += 1
             st.example("http 500", self._record(req, status, x_cache, fault, started, elapsed,
-                                                body[:300].decode("latin-1")))
+                                                excerpt(body, 300)))
         if status not in EXPECTED[req.kind]:
             st.unexpected[(req.kind, status, fault)] += 1
             st.example(f"unexpected {req.kind} {status}", self._record(
-                req, status, x_cache, fault, started, elapsed, body[:300].decode("latin-1")))
+                req, status, x_cache, fault, started, elapsed, excerpt(body, 300)))
         if req.kind.startswith("admin-") and body:
             with contextlib.suppress(ValueError):
                 loaded = json.loads(body)
