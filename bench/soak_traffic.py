@@ -125,7 +125,6 @@ class Zipf:
         return self.ids[min(bisect.bisect_left(self.cum, x), len(self.ids) - 1)]
 
 
-@dataclass
 def excerpt(body: bytes, limit: int) -> str:
     """A body as the report can show it: text (a JSON error) as is, a picture by size."""
     head = body[:limit]
@@ -138,6 +137,7 @@ def excerpt(body: bytes, limit: int) -> str:
     return text
 
 
+@dataclass
 class Request:
     kind: str
     method: str
