@@ -125,11 +125,6 @@ class ClusterFlight:
         log.info("gave up waiting for another replica's fetch of %s", key)
         return None
 
-    async def forget(self, key: str) -> None:
-        try:
-            await self._redis.delete(self._fill_key(key))
-        except redis_errors as exc:
-            self._health.failed(exc)
 
 
 def _pack(blob: Blob) -> bytes:

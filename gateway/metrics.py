@@ -35,8 +35,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.errors import NotFound, OriginTimeout
-from gateway.origin import Fetched, NotModified, ObjectInfo, Origin
-from gateway.presign import SignedUrl
+from gateway.origin import Fetched, NotModified, Origin, OriginWrapper
 from gateway.stats import LayerCounters, Stats
 
 # -- histograms ----------------------------------------------------------------------
@@ -217,7 +216,7 @@ class Recorder:
         self.missing.clear()
 
 
-class TimedOrigin:
+class TimedOrigin(OriginWrapper):
     """An Origin that times every fetch into a Recorder, by result.
 
     Wraps the service's origin (``service.origin = TimedOrigin(...)``), so the
@@ -225,9 +224,8 @@ class TimedOrigin:
     """
 
     def __init__(self, inner: Origin, recorder: Recorder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.recorder = recorder
-        self.kind = inner.kind
 
     async def fetch(self, image_id: str, if_none_match: str | None = None
                     ) -> Fetched | NotModified:
@@ -250,18 +248,6 @@ class TimedOrigin:
         finally:
             if result:
                 self.recorder.origin_fetch(result, time.perf_counter() - start)
-
-    async def head(self, image_id: str) -> ObjectInfo:
-        return await self.inner.head(image_id)
-
-    async def url(self, image_id: str) -> SignedUrl | None:
-        return await self.inner.url(image_id)
-
-    async def ping(self) -> bool:
-        return await self.inner.ping()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 # -- snapshots -------------------------------------------------------------------------

@@ -62,3 +62,28 @@ class Uploadable(Protocol):
     async def store(self, image_id: str, body: bytes, content_type: str) -> None:
         """Store ``body`` as ``image_id``, replacing it; raises OriginError."""
         ...
+
+
+class OriginWrapper:
+    """Base of origins that wrap another one (retries, timing): everything they do
+    not change is passed through to ``inner``."""
+
+    def __init__(self, inner: Origin) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+
+    async def fetch(self, image_id: str, if_none_match: str | None = None
+                    ) -> Fetched | NotModified:
+        return await self.inner.fetch(image_id, if_none_match)
+
+    async def head(self, image_id: str) -> ObjectInfo:
+        return await self.inner.head(image_id)
+
+    async def url(self, image_id: str) -> SignedUrl | None:
+        return await self.inner.url(image_id)
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()

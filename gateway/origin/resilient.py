@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 
 from gateway.errors import Busy, NotFound, OriginError, OriginTimeout, OriginUnavailable
-from gateway.origin import Fetched, NotModified, ObjectInfo, Origin
-from gateway.presign import SignedUrl
+from gateway.origin import Fetched, NotModified, ObjectInfo, Origin, OriginWrapper
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +66,10 @@ class CircuitBreaker:
             self.trips += 1
 
 
-class ResilientOrigin:
+class ResilientOrigin(OriginWrapper):
     def __init__(self, inner: Origin, *, retries: int, backoff: float,
                  breaker: CircuitBreaker, max_concurrent: int, queue_timeout: float) -> None:
-        self.inner = inner
-        self.kind = inner.kind
+        super().__init__(inner)
         self.retries = retries
         self.backoff = backoff
         self.breaker = breaker
@@ -122,12 +120,3 @@ class ResilientOrigin:
         if not self.breaker.allow():
             raise OriginUnavailable("circuit open: origin failing, not asked")
         return await self.inner.head(image_id)
-
-    async def url(self, image_id: str) -> SignedUrl | None:
-        return await self.inner.url(image_id)
-
-    async def ping(self) -> bool:
-        return await self.inner.ping()
-
-    async def close(self) -> None:
-        await self.inner.close()
