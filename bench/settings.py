@@ -8,17 +8,17 @@ from dataclasses import dataclass
 MiB = 1024 * 1024
 
 
-def _env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float) -> float:
     value = os.environ.get(name, "").strip()
     return float(value) if value else default
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
 
 
-def _env_bool(name: str) -> bool:
+def env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -43,23 +43,23 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         cores = os.cpu_count() or 1
-        quick = _env_bool("BENCH_QUICK")
+        quick = env_bool("BENCH_QUICK")
         return cls(
             quick=quick,
-            duration=_env_float("BENCH_DURATION", 2.0 if quick else 10.0),
-            warm=_env_float("BENCH_WARM", 1.0 if quick else 3.0),
-            connections=_env_int("BENCH_CONNECTIONS", 64),
-            threads=_env_int("BENCH_THREADS", cores),
-            workers=_env_int("BENCH_WORKERS", cores),
-            images=_env_int("BENCH_IMAGES", 1000),
-            seed=_env_int("BENCH_SEED", 2024),
-            memory_max_bytes=_env_int("BENCH_MEMORY_MAX_BYTES", 64 * MiB),
-            disk_memory_max_bytes=_env_int("BENCH_DISK_MEMORY_MAX_BYTES", 1 * MiB),
-            burst=_env_int("BENCH_BURST", 1000),
-            burst_origin_delay=_env_float("BENCH_BURST_ORIGIN_DELAY", 0.2),
-            nginx_access_log=_env_bool("BENCH_NGINX_ACCESS_LOG"),
+            duration=env_float("BENCH_DURATION", 2.0 if quick else 10.0),
+            warm=env_float("BENCH_WARM", 1.0 if quick else 3.0),
+            connections=env_int("BENCH_CONNECTIONS", 64),
+            threads=env_int("BENCH_THREADS", cores),
+            workers=env_int("BENCH_WORKERS", cores),
+            images=env_int("BENCH_IMAGES", 1000),
+            seed=env_int("BENCH_SEED", 2024),
+            memory_max_bytes=env_int("BENCH_MEMORY_MAX_BYTES", 64 * MiB),
+            disk_memory_max_bytes=env_int("BENCH_DISK_MEMORY_MAX_BYTES", 1 * MiB),
+            burst=env_int("BENCH_BURST", 1000),
+            burst_origin_delay=env_float("BENCH_BURST_ORIGIN_DELAY", 0.2),
+            nginx_access_log=env_bool("BENCH_NGINX_ACCESS_LOG"),
             mode=os.environ.get("BENCH_MODE", "rr"),
-            rounds=max(1, _env_int("BENCH_ROUNDS", 1)),
+            rounds=max(1, env_int("BENCH_ROUNDS", 1)),
         )
 
     def env_line(self) -> str:

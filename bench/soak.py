@@ -40,6 +40,7 @@ from bench import images, soak_report, stack
 from bench.procs import RssSampler, session_pids, status_kb
 from bench.results import OUT, REPO_ROOT
 from bench.run import _interrupt_on_sigterm, _raise_fd_limit
+from bench.settings import env_float, env_int
 from bench.soak_model import Model
 from bench.soak_traffic import Traffic
 from tests.support.proxy import FaultProxy
@@ -60,16 +61,6 @@ INTERNAL = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError
 
 def say(message: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    return float(value) if value else default
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
 
 
 @dataclass(frozen=True)
@@ -98,29 +89,29 @@ class SoakSettings:
     @classmethod
     def from_env(cls) -> SoakSettings:
         quick = os.environ.get("SOAK_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
-        duration = _env_float("SOAK_DURATION", 60.0 if quick else 600.0)
+        duration = env_float("SOAK_DURATION", 60.0 if quick else 600.0)
         short = quick or duration < 180
         return cls(
             quick=quick,
             duration=duration,
-            rate=_env_float("SOAK_RATE", 150.0),
-            concurrency=_env_int("SOAK_CONCURRENCY", 32),
-            ids=_env_int("SOAK_IDS", 2000),
-            missing=_env_float("SOAK_MISSING", 0.05),
-            users=_env_int("SOAK_USERS", 20),
-            seed=_env_int("SOAK_SEED", 2024),
-            workers=_env_int("SOAK_WORKERS", 2),
-            memory_max_bytes=_env_int("SOAK_MEMORY_MAX_BYTES", 8 * MiB),
-            disk_max_bytes=_env_int("SOAK_DISK_MAX_BYTES", 32 * MiB),
-            disk_ttl=_env_int("SOAK_DISK_TTL", 30),
-            read_timeout=_env_float("SOAK_READ_TIMEOUT", 2.0),
-            sample_every=_env_float("SOAK_SAMPLE_EVERY", 5.0),
-            warmup=_env_float("SOAK_WARMUP", 15.0 if short else 60.0),
+            rate=env_float("SOAK_RATE", 150.0),
+            concurrency=env_int("SOAK_CONCURRENCY", 32),
+            ids=env_int("SOAK_IDS", 2000),
+            missing=env_float("SOAK_MISSING", 0.05),
+            users=env_int("SOAK_USERS", 20),
+            seed=env_int("SOAK_SEED", 2024),
+            workers=env_int("SOAK_WORKERS", 2),
+            memory_max_bytes=env_int("SOAK_MEMORY_MAX_BYTES", 8 * MiB),
+            disk_max_bytes=env_int("SOAK_DISK_MAX_BYTES", 32 * MiB),
+            disk_ttl=env_int("SOAK_DISK_TTL", 30),
+            read_timeout=env_float("SOAK_READ_TIMEOUT", 2.0),
+            sample_every=env_float("SOAK_SAMPLE_EVERY", 5.0),
+            warmup=env_float("SOAK_WARMUP", 15.0 if short else 60.0),
             fault_first=5.0 if short else 20.0,
             fault_length=(3.0, 4.0) if short else (5.0, 10.0),
             fault_gap=(2.0, 3.0) if short else (15.0, 22.0),
             recovery=15.0,
-            rss_growth_limit=_env_float("SOAK_RSS_GROWTH_LIMIT", 0.20),
+            rss_growth_limit=env_float("SOAK_RSS_GROWTH_LIMIT", 0.20),
         )
 
 
