@@ -5,7 +5,7 @@ The soak checks every answer against this model (bench/soak_traffic.py). Each
 stored object is identified by the gateway's own ETag rule (``etag_for(sha256)``,
 gateway/model.py), so a 200 body, a HEAD's ETag and a 304's ETag are checked
 the same way. Variant bytes are recomputed here with the gateway's own
-``gateway.transform.render`` (deterministic for a given Pillow build), so a
+``gateway.variants.transform.render`` (deterministic for a given Pillow build), so a
 variant answer is checked byte for byte too.
 
 Verdicts for an image answer (200 body, HEAD or 304 ETag):
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.model import etag_for
-from gateway.transform import Geometry, Output, render
+from gateway.variants.transform import Geometry, Output, render
 
 MAX_PIXELS = 25_000_000
 FALLBACK_PATH = Path(__file__).resolve().parents[1] / "gateway" / "assets" / "default_pfp.png"

@@ -266,7 +266,7 @@ def write(path: Path, settings: SoakSettings, model: Model, result: dict[str, An
         "pictures change under traffic.",
         "- Checks on every answer: the status against its kind's expected set; for 200 "
         "answers the sha256 of the body (variants: against the gateway's own "
-        "`gateway.transform.render` of each stored version, run here), for HEAD and 304 "
+        "`gateway.variants.transform.render` of each stored version, run here), for HEAD and 304 "
         "the ETag; ETag header = the body's, Content-Type = the body's magic, a 304 only "
         "for the ETag sent, HEAD's Content-Length. See bench/soak_model.py for the verdicts.",
     ]

@@ -48,7 +48,7 @@ from yarl import URL
 
 from bench import images
 from bench.soak_model import MAX_PIXELS, SPECS, Model, Spec, etag_of
-from gateway.transform import normalise_upload
+from gateway.variants.transform import normalise_upload
 from tests.support.s3_server import S3Bucket
 
 IMAGE_OK = frozenset({200, 502, 503, 504})

@@ -104,7 +104,7 @@ def _worker_entry(config: Config) -> None:
 def _supervise(config: Config) -> int:
     """Run N workers on one port (SO_REUSEPORT); restart a worker that dies;
     on SIGTERM/SIGINT pass it on and wait for every worker to drain."""
-    from gateway.workerdir import prepare_shared_dir
+    from gateway.observe.workerdir import prepare_shared_dir
 
     ctx = multiprocessing.get_context("spawn")
     # Issue 5: a fresh folder where workers publish their counters, so /metrics and

@@ -256,7 +256,7 @@ class SigningConfig:
     required: bool = False
 
     def validate(self) -> None:
-        from gateway.signing import parse_keys
+        from gateway.web.signing import parse_keys
 
         try:
             parse_keys(self.keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import IO
 
 from gateway.errors import BadRequest
@@ -75,6 +76,9 @@ class Blob:
     meta: ObjectMeta
     body: bytes
 
+    def close(self) -> None:
+        """Nothing to release: the bytes are in memory (see FileBlob.close)."""
+
 
 @dataclass(frozen=True, slots=True)
 class FileBlob:
@@ -88,8 +92,36 @@ class FileBlob:
     file: IO[bytes]
     offset: int  # where the body starts in the file
 
+    def close(self) -> None:
+        """Release the open file; safe to call more than once."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+
 
 Entry = Blob | FileBlob
+
+
+class Layer(StrEnum):
+    """Which layer produced an answer: the value of ``X-Cache``."""
+
+    MEMORY = "HIT-MEMORY"
+    DISK = "HIT-DISK"
+    MISS = "MISS"
+    REVALIDATED = "REVALIDATED"  # the origin confirmed our expired copy (304): no download
+    COALESCED = "COALESCED"
+    STALE = "STALE"
+    FALLBACK = "FALLBACK"
+    ERROR = "ERROR"  # an error answer (set by the web layer, never by the service)
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """An answer of the service: the entry and the layer it came from."""
+
+    layer: Layer
+    entry: Entry
 
 
 def make_meta(body: bytes, content_type: str, last_modified: int, now: float, ttl: float,

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
-from gateway.cluster import ClusterFlight
+from gateway.cluster.lease import ClusterFlight
 from gateway.errors import Busy, NotFound, OriginError
 from gateway.model import Blob, Entry, FileBlob, ObjectMeta, cache_key, make_meta
+from gateway.observe.counters import Stats
 from gateway.origin import NotModified, Origin
 from gateway.origin.content import checked_type
-from gateway.presign import SignedUrl
+from gateway.origin.presign import SignedUrl
 from gateway.singleflight import SingleFlight
-from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
 

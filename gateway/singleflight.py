@@ -14,14 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from gateway.errors import OriginTimeout
+from gateway.errors import LockTimeout
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-class LockTimeout(OriginTimeout):
-    public_message = "timed out waiting for the origin"
 
 
 class _Flight(Generic[T]):

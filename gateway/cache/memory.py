@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from gateway.model import Blob, image_of
-from gateway.stats import LayerCounters
+from gateway.observe.counters import LayerCounters
 
 
 class MemoryCache:

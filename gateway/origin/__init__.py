@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from gateway.presign import SignedUrl
+from gateway.origin.presign import SignedUrl
 
 
 @dataclass(frozen=True, slots=True)

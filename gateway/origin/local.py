@@ -16,7 +16,7 @@ from gateway.errors import NotFound, OriginError, TooLarge
 from gateway.model import validate_image_id
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import checked_type
-from gateway.presign import SignedUrl
+from gateway.origin.presign import SignedUrl
 
 
 class LocalOrigin:

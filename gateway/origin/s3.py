@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import checked_type
-from gateway.presign import SignedUrl, UrlStore
+from gateway.origin.presign import SignedUrl, UrlStore
 
 log = logging.getLogger(__name__)
 

@@ -13,26 +13,25 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
 
-from gateway.aliases import AliasStore
-from gateway.bus import InvalidationBus
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
-from gateway.cluster import ClusterFlight
+from gateway.cluster.aliases import AliasStore
+from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.invalidation import Invalidator
+from gateway.cluster.lease import ClusterFlight
+from gateway.cluster.redis import RedisHealth, redis_errors
 from gateway.config import Config, resolve_fallback
-from gateway.health import Check, Health
-from gateway.invalidation import Invalidator
 from gateway.model import Blob
+from gateway.observe.counters import Stats
+from gateway.observe.health import Check, Health
 from gateway.origin import Origin
 from gateway.origin.local import LocalOrigin
+from gateway.origin.presign import MemoryUrlStore, RedisUrlStore, UrlStore
 from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
 from gateway.origin.s3 import S3Origin
-from gateway.presign import MemoryUrlStore, RedisUrlStore, UrlStore
-from gateway.redis_health import RedisHealth, redis_errors
 from gateway.service import FlightResult, ImageService, load_fallback
-from gateway.signing import UrlSigner
 from gateway.singleflight import SingleFlight
-from gateway.stats import Stats
-from gateway.variants import build_variants
+from gateway.variants.service import build_variants
 from gateway.web import admin as admin_routes
 from gateway.web import handlers
 from gateway.web.admin import bearer_auth
@@ -50,6 +49,7 @@ from gateway.web.keys import (
 from gateway.web.middlewares import errors, require_signature
 from gateway.web.observability import install_observability
 from gateway.web.ratelimit import TokenBuckets, rate_limit
+from gateway.web.signing import UrlSigner
 
 log = logging.getLogger(__name__)
 

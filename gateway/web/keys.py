@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.aliases import AliasStore
+from gateway.cluster.aliases import AliasStore
+from gateway.cluster.invalidation import Invalidator
+from gateway.cluster.redis import RedisHealth
 from gateway.config import Config
-from gateway.health import Health
-from gateway.invalidation import Invalidator
-from gateway.redis_health import RedisHealth
+from gateway.observe.counters import Stats
+from gateway.observe.health import Health
 from gateway.service import ImageService
-from gateway.stats import Stats
-from gateway.variants import VariantService
+from gateway.variants.service import VariantService
 
 CONFIG = web.AppKey("config", Config)
 SERVICE = web.AppKey("service", ImageService)

@@ -8,8 +8,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import Busy, GatewayError
-from gateway.signing import UrlSigner
 from gateway.web.responses import SERVER
+from gateway.web.signing import UrlSigner
 
 log = logging.getLogger(__name__)
 

@@ -25,15 +25,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway.metrics import Recorder, TimedOrigin, render_prometheus
+from gateway.observe.counters import Stats
+from gateway.observe.hub import StatsHub
+from gateway.observe.metrics import Recorder, TimedOrigin, render_prometheus
+from gateway.observe.workerdir import SHARED_DIR_ENV
 from gateway.service import Layer
-from gateway.stats import Stats
-from gateway.statshub import StatsHub
 from gateway.web import dashboard, stats_view
 from gateway.web.accesslog import body_bytes
 from gateway.web.keys import REDIS_HEALTH, SERVICE, STATS, VARIANTS
 from gateway.web.stats_view import HUB, clear_caches
-from gateway.workerdir import SHARED_DIR_ENV
 
 RECORDER = web.AppKey("recorder", Recorder)
 

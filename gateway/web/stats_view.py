@@ -9,9 +9,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import BadRequest
+from gateway.observe.hub import StatsHub
+from gateway.observe.report import build_report
 from gateway.service import ImageService
-from gateway.stats_report import build_report
-from gateway.statshub import StatsHub
 from gateway.web.keys import CONFIG, SERVICE
 
 HUB = web.AppKey("stats_hub", StatsHub)

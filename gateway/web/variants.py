@@ -5,18 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import BadRequest, UploadsUnsupported
 from gateway.model import digest_of, etag_for, validate_image_id
 from gateway.origin import Uploadable
 from gateway.service import Layer, Served
-from gateway.variants import VariantSpec, wants_variant
+from gateway.variants.service import VariantSpec, wants_variant
 from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE, VARIANTS
 from gateway.web.responses import image_response
-
-
-class UploadsUnsupported(GatewayError):
-    status = 501
-    public_message = "the configured origin does not accept uploads"
 
 
 def variant_spec(request: web.Request) -> VariantSpec | None:

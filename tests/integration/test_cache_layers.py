@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 
 from gateway.config import Config
+from gateway.observe.counters import Stats
 from gateway.service import ImageService
-from gateway.stats import Stats
 from gateway.web.app import create_app
 from gateway.web.keys import SERVICE, STATS
 from tests.support.images import noise_png as png

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from gateway.signing import UrlSigner
 from gateway.web.keys import SERVICE
+from gateway.web.signing import UrlSigner
 from tests.support.images import noise_png as png
 from tests.support.images import sha
 

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from gateway.config import IMAGE_TYPES
 from gateway.errors import OriginError, TooLarge
+from gateway.observe.counters import Stats
+from gateway.origin.presign import MemoryUrlStore
 from gateway.origin.s3 import S3Origin
-from gateway.presign import MemoryUrlStore
-from gateway.stats import Stats
 from tests.support.images import noise_png
 
 BODY = noise_png(1, size=(40, 40))  # ~4.8 KB

@@ -15,11 +15,11 @@ from aiobotocore.session import get_session
 
 from gateway.config import IMAGE_TYPES
 from gateway.errors import NotFound, TooLarge, UnsupportedMedia
+from gateway.observe.counters import Stats
 from gateway.origin import Fetched, NotModified, Origin
 from gateway.origin.local import LocalOrigin
+from gateway.origin.presign import MemoryUrlStore
 from gateway.origin.s3 import S3Origin
-from gateway.presign import MemoryUrlStore
-from gateway.stats import Stats
 from tests.support.images import noise_png
 
 MAX_BYTES = 20_000

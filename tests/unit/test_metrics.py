@@ -1,4 +1,4 @@
-"""gateway.metrics: histograms, the bounded top counter, TimedOrigin, the exposition."""
+"""gateway.observe.metrics: histograms, the bounded top counter, TimedOrigin, the exposition."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.errors import NotFound, OriginError, OriginTimeout
-from gateway.metrics import (
+from gateway.observe.counters import Stats
+from gateway.observe.metrics import (
     BOUNDS,
     PROMETHEUS_BOUNDS,
     Histogram,
@@ -21,7 +22,6 @@ from gateway.metrics import (
     stats_counters,
 )
 from gateway.origin import NOT_MODIFIED, Fetched
-from gateway.stats import Stats
 
 
 def test_bounds_are_sorted_and_prometheus_bounds_a_subset():
@@ -147,7 +147,7 @@ def test_exposition_parses_and_names_every_family():
     recorder.origin_fetch("ok", 0.05)
     snap = Snapshot(pid=1, started=0, written=0, counters=stats_counters(stats))
     snap.counters["stats.some_new_counter"] = 4
-    from gateway.metrics import recorder_totals
+    from gateway.observe.metrics import recorder_totals
 
     counters, histograms = recorder_totals(recorder)
     snap.counters.update(counters)

@@ -5,8 +5,8 @@ import pytest
 from gateway.errors import Busy, NotFound, OriginError, OriginTimeout, OriginUnavailable
 from gateway.origin import Fetched
 from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
-from gateway.signing import UrlSigner, parse_keys
 from gateway.web.ratelimit import TokenBuckets
+from gateway.web.signing import UrlSigner, parse_keys
 
 OK = Fetched(b"x", "image/png", 0, None)
 

@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from gateway.errors import OriginError
-from gateway.singleflight import LockTimeout, SingleFlight
+from gateway.errors import LockTimeout, OriginError
+from gateway.singleflight import SingleFlight
 
 
 async def test_concurrent_callers_share_one_run():

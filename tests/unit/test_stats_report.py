@@ -1,4 +1,4 @@
-"""gateway.stats_report: figures and recommendations from constructed snapshots."""
+"""gateway.observe.report: figures and recommendations from constructed snapshots."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 from gateway.config import Config, ServerConfig
-from gateway.metrics import Histogram, Snapshot
-from gateway.stats_report import build_report, human_bytes
-from gateway.statshub import Aggregate, Baseline, WorkerInfo
+from gateway.observe.hub import Aggregate, Baseline, WorkerInfo
+from gateway.observe.metrics import Histogram, Snapshot
+from gateway.observe.report import build_report, human_bytes
 
 MiB = 1024 * 1024
 

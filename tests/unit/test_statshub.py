@@ -1,4 +1,4 @@
-"""gateway.statshub: workers publishing to a shared folder and read as one.
+"""gateway.observe.hub: workers publishing to a shared folder and read as one.
 
 The "other worker" is a hub in this process given the pid of a real process
 the test starts (``sleep``), so liveness checks see a live pid, and a dead one
@@ -16,10 +16,10 @@ import pytest
 
 from gateway.cache.memory import MemoryCache
 from gateway.config import Config
-from gateway.metrics import Recorder
-from gateway.stats import Stats
-from gateway.stats_report import build_report
-from gateway.statshub import StatsHub
+from gateway.observe.counters import Stats
+from gateway.observe.hub import StatsHub
+from gateway.observe.metrics import Recorder
+from gateway.observe.report import build_report
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""gateway.transform: geometry, decode limits, orientation, metadata, encoders, the pool."""
+"""gateway.variants.transform: geometry, decode limits, orientation, metadata, encoders, pool."""
 
 from __future__ import annotations
 
@@ -13,14 +13,11 @@ import zlib
 import pytest
 from PIL import Image, ImageCms
 
-from gateway.errors import Busy
-from gateway.transform import (
+from gateway.errors import Busy, NotAnImage, TooManyPixels, Undecodable
+from gateway.variants.transform import (
     Geometry,
-    NotAnImage,
     Output,
-    TooManyPixels,
     TransformPool,
-    Undecodable,
     available_formats,
     normalise_upload,
     plan,

@@ -1,4 +1,4 @@
-"""gateway.variants: query parsing against the allowlists, canonical tokens, negotiation."""
+"""gateway.variants.service: query parsing against the allowlists, canonical tokens, negotiation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from multidict import MultiDict
 
 from gateway.config import ConfigError, TransformConfig, from_mapping, load
 from gateway.errors import BadRequest
-from gateway.variants import VariantSpec, negotiate, parse_spec, wants_variant
+from gateway.variants.service import VariantSpec, negotiate, parse_spec, wants_variant
 
 CONFIG = TransformConfig()
 ALL = frozenset({"webp", "avif", "jpeg", "png"})

@@ -12,7 +12,7 @@ import pytest
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.model import Blob, make_meta
-from gateway.stats import LayerCounters
+from gateway.observe.counters import LayerCounters
 
 MAX_BYTES = 100_000
 MAX_STALE = 100.0

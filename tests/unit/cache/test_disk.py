@@ -28,7 +28,7 @@ from gateway.cache.disk import (
     key_hash,
 )
 from gateway.model import Blob, FileBlob, ObjectMeta, make_meta
-from gateway.stats import LayerCounters
+from gateway.observe.counters import LayerCounters
 
 T0 = 1_700_000_000.0
 TTL = 3600.0

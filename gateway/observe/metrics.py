@@ -35,8 +35,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.errors import NotFound, OriginTimeout
+from gateway.observe.counters import LayerCounters, Stats
 from gateway.origin import Fetched, NotModified, Origin, OriginWrapper
-from gateway.stats import LayerCounters, Stats
 
 # -- histograms ----------------------------------------------------------------------
 

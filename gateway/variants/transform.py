@@ -48,7 +48,7 @@ from typing import Final, TypeVar, TypeVarTuple
 
 from PIL import Image, ImageCms, ImageOps, features
 
-from gateway.errors import Busy, GatewayError
+from gateway.errors import Busy, TooManyPixels, Undecodable
 
 log = logging.getLogger(__name__)
 
@@ -64,28 +64,6 @@ CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/
                         "webp": "image/webp", "avif": "image/avif"}
 LOSSY: Final = frozenset({"jpeg", "webp", "avif"})
 FITS: Final = ("cover", "contain")
-
-
-class TransformError(GatewayError):
-    """The stored picture cannot be made into the asked-for variant."""
-
-    status = 422
-    public_message = "image cannot be transformed"
-
-
-class TooManyPixels(TransformError):
-    public_message = "image is too large to transform (transform.max_pixels)"
-
-
-class Undecodable(TransformError):
-    public_message = "image data is corrupt, truncated or of a type that cannot be transformed"
-
-
-class NotAnImage(GatewayError):
-    """An upload whose bytes are not an image type the gateway serves."""
-
-    status = 415
-    public_message = "upload is not a supported image (png, jpeg, gif, webp, avif)"
 
 
 def available_formats() -> frozenset[str]:

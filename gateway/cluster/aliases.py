@@ -11,8 +11,8 @@ from collections import OrderedDict
 
 from redis.asyncio import Redis
 
+from gateway.cluster.redis import RedisHealth, redis_errors
 from gateway.errors import Unavailable
-from gateway.redis_health import RedisHealth, redis_errors
 
 _UNKNOWN = ""
 

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import Redis
 
-from gateway.redis_health import RedisHealth, redis_errors
-from gateway.stats import Stats
+from gateway.cluster.redis import RedisHealth, redis_errors
+from gateway.observe.counters import Stats
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from gateway.aliases import AliasStore
-from gateway.bus import USER_PREFIX, InvalidationBus
-from gateway.presign import UrlStore
+from gateway.cluster.aliases import AliasStore
+from gateway.cluster.bus import USER_PREFIX, InvalidationBus
+from gateway.origin.presign import UrlStore
 from gateway.service import ImageService
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,10 @@ Single process (``server.workers = 1``)
 
 Several workers
     The supervisor makes a fresh private folder before it spawns the workers
-    (:func:`gateway.workerdir.prepare_shared_dir`, passed on in ``$IMAGE_GATEWAY_STATS_DIR``) and
-    removes it at exit. Every ``PUBLISH_INTERVAL`` each worker writes its whole
-    :class:`~gateway.metrics.Snapshot` there as ``w-<pid>-<start>.json`` (temp file
+    (:func:`gateway.observe.workerdir.prepare_shared_dir`, passed on in
+    ``$IMAGE_GATEWAY_STATS_DIR``) and removes it at exit. Every ``PUBLISH_INTERVAL``
+    each worker writes its whole
+    :class:`~gateway.observe.metrics.Snapshot` there as ``w-<pid>-<start>.json`` (temp file
     + rename: readers see an old or a new file, never half of one). Whoever answers
     /metrics or /admin/stats takes its own figures live and the others' files, and
     adds them up. So the hot path stays plain ``+= 1`` on ints: no lock, no shared
@@ -53,7 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.metrics import (
+from gateway.observe.counters import Stats
+from gateway.observe.metrics import (
     Histogram,
     Recorder,
     Sample,
@@ -63,10 +65,9 @@ from gateway.metrics import (
     recorder_totals,
     stats_counters,
 )
-from gateway.stats import Stats
 
 if TYPE_CHECKING:  # types only: the supervisor imports this module and stays small
-    from gateway.redis_health import RedisHealth
+    from gateway.cluster.redis import RedisHealth
     from gateway.service import ImageService
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from gateway.redis_health import RedisHealth, redis_errors
+from gateway.cluster.redis import RedisHealth, redis_errors
 
 log = logging.getLogger(__name__)
 

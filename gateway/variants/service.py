@@ -36,19 +36,17 @@ from typing import Final
 from multidict import MultiMapping
 
 from gateway.config import Config, TransformConfig
-from gateway.errors import BadRequest, OriginError
+from gateway.errors import BadRequest, NotAnImage, OriginError, TransformError
 from gateway.model import Blob, Entry, FileBlob, cache_key, make_meta
 from gateway.origin.content import sniff
 from gateway.service import ImageService, Layer, Served
 from gateway.singleflight import SingleFlight
-from gateway.transform import (
+from gateway.variants.transform import (
     FITS,
     LOSSY,
     Geometry,
-    NotAnImage,
     Output,
     Rendered,
-    TransformError,
     TransformPool,
     available_formats,
     configure_pillow,

@@ -1,7 +1,7 @@
 """/admin/stats: the figures since the last reset, what they mean, what to do.
 
-Everything is computed from an :class:`~gateway.statshub.Aggregate` (every worker
-of this gateway added up) minus the :class:`~gateway.statshub.Baseline` taken at
+Everything is computed from an :class:`~gateway.observe.hub.Aggregate` (every worker
+of this gateway added up) minus the :class:`~gateway.observe.hub.Baseline` taken at
 the last reset. Plain data in, plain data out: no aiohttp here.
 
 Definitions
@@ -23,7 +23,8 @@ import time
 from typing import Any
 
 from gateway.config import Config
-from gateway.metrics import (
+from gateway.observe.hub import Aggregate, Baseline, Window
+from gateway.observe.metrics import (
     ORIGIN_RESULTS,
     SAVED_LAYERS,
     TIME_SAVED_LAYERS,
@@ -31,7 +32,6 @@ from gateway.metrics import (
     hits_of,
     layer_label,
 )
-from gateway.statshub import Aggregate, Baseline, Window
 
 # Layers in the order a request tries them; anything else (ERROR, new ones) follows.
 LAYER_ORDER = ("HIT-MEMORY", "HIT-DISK", "MISS", "REVALIDATED", "COALESCED", "STALE",

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from gateway.cluster.redis import RedisHealth, redis_errors
 from gateway.model import Blob, ObjectMeta, digest_of
-from gateway.redis_health import RedisHealth, redis_errors
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import IO, Any, Final, TypeVar, TypeVarTuple
 
 from gateway.model import Blob, FileBlob, ObjectMeta, image_of
-from gateway.stats import LayerCounters
+from gateway.observe.counters import LayerCounters
 
 log = logging.getLogger(__name__)
 

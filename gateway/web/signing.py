@@ -6,7 +6,7 @@ be added or changed. Several keys may be valid at once (``id:secret`` pairs):
 URLs are signed with the first, verified against all, so a key can be rotated
 in without breaking URLs already handed out, and retired later.
 
-    python -m gateway.signing /images/abc.png    # prints the signed path
+    python -m gateway.web.signing /images/abc.png    # prints the signed path
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        print("usage: python -m gateway.signing PATH [PATH ...]", file=sys.stderr)
+        print("usage: python -m gateway.web.signing PATH [PATH ...]", file=sys.stderr)
         return 2
     try:
         config = load(os.environ.get("GATEWAY_CONFIG"))

@@ -1,0 +1,73 @@
+"""File-system helpers of the disk cache, and the project's one atomic write."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Final
+
+#: Temp files start with a dot: never a cache entry's name, nor an object key.
+TEMP_PREFIX: Final = ".tmp-"
+
+
+def temp_path(folder: Path) -> Path:
+    return folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+
+
+def lock_temp(fd: int) -> None:
+    """Hold an exclusive lock while the file is written: a sweeper that can take the
+    lock knows its writer died (see remove_temps)."""
+    with contextlib.suppress(OSError):  # no lock support: the mtime rule covers it
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable; best effort (not every FS allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
+    """A file to write ``path`` through: readers (this process or another sharing the
+    folder) see the old or the new whole file, never a mix, and a failure leaves
+    neither a partial ``path`` nor a temp file.
+
+    The temp file lives in the same folder (one file system, so the rename is
+    atomic) and is locked until it is renamed, which happens while it is still open:
+    a sweeper never sees it unlocked. ``durable`` adds the fsyncs that make the new
+    file survive a power cut.
+    """
+    tmp: Path | None = temp_path(path.parent)
+    try:
+        with open(tmp, "xb") as f:
+            lock_temp(f.fileno())
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+        if durable:
+            fsync_dir(path.parent)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    with atomic_writer(path, durable=durable) as f:
+        f.write(data)

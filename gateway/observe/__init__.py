@@ -1,0 +1,1 @@
+"""What the gateway observes: counters, histograms, snapshots, Prometheus, stats, health."""

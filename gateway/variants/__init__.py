@@ -1,0 +1,1 @@
+"""Sized and re-encoded variants: query spec, service, Pillow transforms."""
