@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, replace
@@ -94,10 +95,8 @@ class FileBlob:
 
     def close(self) -> None:
         """Release the open file; safe to call more than once."""
-        try:
+        with contextlib.suppress(OSError):
             self.file.close()
-        except OSError:
-            pass
 
 
 Entry = Blob | FileBlob

@@ -50,7 +50,8 @@ def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
     a sweeper never sees it unlocked. ``durable`` adds the fsyncs that make the new
     file survive a power cut.
     """
-    tmp: Path | None = temp_path(path.parent)
+    tmp = temp_path(path.parent)
+    renamed = False
     try:
         with open(tmp, "xb") as f:
             lock_temp(f.fileno())
@@ -59,11 +60,11 @@ def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            tmp = None
+            renamed = True
         if durable:
             fsync_dir(path.parent)
     finally:
-        if tmp is not None:
+        if not renamed:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
