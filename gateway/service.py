@@ -1,7 +1,17 @@
-"""ImageService: memory -> disk -> single-flight -> origin. Knows no aiohttp.
+"""ImageService, the read path: cache tiers -> single-flight -> cluster lease -> origin.
 
-Every answer says which layer produced it (``Served.layer``); the web layer
-turns that into ``X-Cache`` and the counters into metrics.
+Knows no aiohttp. Every answer says which layer produced it (``Served.layer``);
+the web layer turns that into ``X-Cache`` and the counters into metrics.
+
+    get(image_id)
+      tiers: fresh in memory / on disk                  HIT-MEMORY, HIT-DISK
+      single-flight on the cache key                    (joiners: COALESCED)
+        cluster lease: another replica fetching? wait for its result
+        origin fetch (If-None-Match with the stale copy's validator)
+          new bytes -> both tiers                       MISS
+          304 -> renewed freshness                      REVALIDATED
+      origin failed + stale copy                        STALE (refreshed in background)
+      origin says missing                               FALLBACK (copy purged)
 """
 
 from __future__ import annotations
@@ -11,39 +21,20 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
-from gateway.cache.disk import DiskCache
-from gateway.cache.memory import MemoryCache
+from gateway.cache.tiers import TieredCache
 from gateway.cluster.lease import ClusterFlight
 from gateway.errors import Busy, NotFound, OriginError
-from gateway.model import Blob, Entry, FileBlob, ObjectMeta, cache_key, make_meta
+from gateway.model import Blob, Entry, FileBlob, Layer, ObjectMeta, Served, make_meta
 from gateway.observe.counters import Stats
 from gateway.origin import NotModified, Origin
 from gateway.origin.content import checked_type
 from gateway.origin.presign import SignedUrl
 from gateway.singleflight import SingleFlight
+from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
-
-
-class Layer(StrEnum):
-    MEMORY = "HIT-MEMORY"
-    DISK = "HIT-DISK"
-    MISS = "MISS"
-    REVALIDATED = "REVALIDATED"  # the origin confirmed our expired copy (304): no download
-    COALESCED = "COALESCED"
-    STALE = "STALE"
-    FALLBACK = "FALLBACK"
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    layer: Layer
-    entry: Entry
-
 
 # What one origin round trip produced: new bytes, or fresh metadata for the
 # bytes the caller already holds (the origin answered 304).
@@ -51,29 +42,23 @@ FlightResult = Blob | ObjectMeta
 
 
 class ImageService:
-    def __init__(self, *, memory: MemoryCache, disk: DiskCache | None, origin: Origin,
+    max_refresh_backoff = 60.0
+
+    def __init__(self, *, cache: TieredCache, origin: Origin, cluster: ClusterFlight,
                  flights: SingleFlight[FlightResult], stats: Stats, fallback: Blob | None,
                  ttl: float, ttl_jitter: float = 0.0, refresh_ahead: float = 0.0,
-                 cluster: ClusterFlight | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.cluster = cluster
-        self.refresh_ahead = refresh_ahead
-        self._background: dict[str, asyncio.Task[None]] = {}
-        self.memory = memory
-        self.disk = disk
+        self.cache = cache
         self.origin = origin
+        self.cluster = cluster
         self.flights = flights
         self.stats = stats
         self.fallback = fallback
         self.ttl = ttl
         self.ttl_jitter = ttl_jitter
+        self.refresh_ahead = refresh_ahead
         self.clock = clock
-        # Bumped by invalidation; part of every cache key, so a fetch that was
-        # in flight during a purge lands under a key nobody asks for any more.
-        self.versions: dict[str, int] = {}
-
-    def key_for(self, image_id: str) -> str:
-        return cache_key(image_id, self.versions.get(image_id, 0))
+        self._refreshes = BackgroundTasks("refresh")
 
     def _entry_ttl(self) -> float:
         if not self.ttl_jitter:
@@ -85,33 +70,25 @@ class ImageService:
 
     async def get(self, image_id: str) -> Served:
         """The bytes of ``image_id`` (already validated) from the nearest layer."""
-        key = self.key_for(image_id)
+        key = self.cache.key_for(image_id)
         now = self.clock()
-        blob = self.memory.get_nowait(key)
-        if blob is not None and blob.meta.fresh(now):
-            self.stats.memory.hits += 1
-            if blob.meta.expires_at - now < self.refresh_ahead:
-                self._refresh_soon(image_id, key, blob)
-            return Served(Layer.MEMORY, blob)
-        self.stats.memory.misses += 1
-        stale: Entry | None = blob
-
-        if self.disk is not None:
-            entry = await self.disk.get(key)
-            if entry is not None and entry.meta.fresh(now):
-                self.stats.disk.hits += 1
-                if isinstance(entry, Blob):
-                    self.memory.put_nowait(key, entry)
-                    if entry.meta.expires_at - now < self.refresh_ahead:
-                        self._refresh_soon(image_id, key, entry)
-                return Served(Layer.DISK, entry)
-            self.stats.disk.misses += 1
-            if entry is not None:
-                if stale is None:
-                    stale = entry
-                else:
-                    _close(entry)
-        return await self._from_origin(image_id, key, stale)
+        found = await self.cache.lookup(key, now)
+        stats = self.stats
+        hit = found.hit
+        if hit is not None:
+            if hit.layer is Layer.MEMORY:
+                stats.memory.hits += 1
+            else:
+                stats.memory.misses += 1
+                stats.disk.hits += 1
+            entry = hit.entry
+            if isinstance(entry, Blob) and entry.meta.expires_at - now < self.refresh_ahead:
+                self._refresh_soon(image_id, key, entry)
+            return hit
+        stats.memory.misses += 1
+        if self.cache.disk_enabled:
+            stats.disk.misses += 1
+        return await self._from_origin(image_id, key, found.stale)
 
     async def _from_origin(self, image_id: str, key: str, stale: Entry | None) -> Served:
         validator = stale.meta.origin_etag if stale is not None else None
@@ -144,38 +121,26 @@ class ImageService:
         if stale is None or stale.meta.digest != result.digest:
             # A joiner without the leader's stale copy: read what the leader refreshed.
             _close(stale)
-            return await self._reread(key, layer, image_id)
-        if isinstance(stale, FileBlob):
-            return Served(layer, FileBlob(result, stale.file, stale.offset))
-        return Served(layer, Blob(result, stale.body))
-
-    async def _reread(self, key: str, layer: Layer, image_id: str) -> Served:
-        blob = self.memory.get_nowait(key)
-        if blob is not None:
-            return Served(layer, blob)
-        if self.disk is not None:
-            entry = await self.disk.get(key)
-            if entry is not None:
-                return Served(layer, entry)
-        # The refreshed copy was evicted in between: fetch it outright.
-        return await self._from_origin(image_id, key, None)
+            entry = await self.cache.any_copy(key)
+            if entry is None:  # evicted in between: fetch it outright
+                return await self._from_origin(image_id, key, None)
+            return Served(layer, entry)
+        if isinstance(stale, Blob):
+            return Served(layer, Blob(result, stale.body))
+        return Served(layer, FileBlob(result, stale.file, stale.offset))
 
     async def _fetch(self, image_id: str, key: str, validator: str | None,
                      stale: Entry | None) -> FlightResult:
         """The leader's work: one origin round trip for the whole cluster, then fill
-        the layers. Without Redis this is the local single-flight alone."""
-        if self.cluster is None:
-            return await self._fetch_origin(image_id, key, validator, stale)
+        the layers. Without Redis the lease is never held: the local flight alone."""
         lease = await self.cluster.acquire(key)
         if lease is False:
-            landed = await self.cluster.wait(key, lambda: self._landed_locally(key))
+            landed = await self.cluster.wait(key, lambda: self.cache.fresh_on_disk(key))
             if landed is not None:
                 if landed.blob is None:
                     raise NotFound()
                 self.stats.cluster_joins += 1
-                self.memory.put_nowait(key, landed.blob)
-                if self.disk is not None and not await self._on_disk(key):
-                    await self.disk.put(key, landed.blob)
+                await self.cache.adopt(key, landed.blob)
                 return landed.blob
             lease = None  # the holder gave no result: fetch ourselves
         if lease is None:
@@ -191,22 +156,6 @@ class ImageService:
         finally:
             await self.cluster.release(lease, result if isinstance(result, Blob) else None,
                                        missing=missing)
-
-    async def _landed_locally(self, key: str) -> Blob | None:
-        """The lease holder's bytes, when our disk is the one it wrote to."""
-        if self.disk is None:
-            return None
-        entry = await self.disk.get(key)
-        if isinstance(entry, Blob) and entry.meta.fresh(self.clock()):
-            return entry
-        _close(entry)
-        return None
-
-    async def _on_disk(self, key: str) -> bool:
-        assert self.disk is not None
-        entry = await self.disk.get(key)
-        _close(entry)
-        return entry is not None
 
     async def _fetch_origin(self, image_id: str, key: str, validator: str | None,
                             stale: Entry | None) -> FlightResult:
@@ -228,18 +177,13 @@ class ImageService:
             assert stale is not None
             self.stats.origin_not_modified += 1
             meta = stale.meta.revalidated(now, self._entry_ttl())
-            if isinstance(stale, Blob):
-                self.memory.put_nowait(key, Blob(meta, stale.body))
-            if self.disk is not None:
-                await self.disk.refresh(key, meta)
+            await self.cache.renew(key, stale, meta)
             return meta
         self.stats.bytes_from_origin += len(fetched.body)
         meta = make_meta(fetched.body, fetched.content_type, fetched.last_modified, now,
                          self._entry_ttl(), fetched.origin_etag)
         blob = Blob(meta, fetched.body)
-        self.memory.put_nowait(key, blob)
-        if self.disk is not None:
-            await self.disk.put(key, blob)
+        await self.cache.store(key, blob)
         return blob
 
     def fallback_for_unknown(self) -> Served:
@@ -256,43 +200,25 @@ class ImageService:
 
     async def url(self, image_id: str) -> SignedUrl | None:
         """A direct URL for the old API; NotFound when the object does not exist."""
-        key = self.key_for(image_id)
-        cached = self.memory.get_nowait(key)
+        cached = self.cache.in_memory(self.cache.key_for(image_id))
         if cached is None or not cached.meta.fresh(self.clock()):
             await self.origin.head(image_id)
         return await self.origin.url(image_id)
 
     async def cached(self, image_id: str) -> bool:
         """Whether a fresh copy is in memory or on disk (no origin I/O)."""
-        key = self.key_for(image_id)
-        blob = self.memory.get_nowait(key)
-        if blob is not None and blob.meta.fresh(self.clock()):
-            return True
-        if self.disk is None:
-            return False
-        entry = await self.disk.get(key)
-        _close(entry)
-        return entry is not None and entry.meta.fresh(self.clock())
+        return await self.cache.has_fresh(self.cache.key_for(image_id))
+
+    def version_of(self, image_id: str) -> int:
+        return self.cache.version_of(image_id)
 
     async def purge_local(self, image_id: str, version: int | None = None) -> None:
-        """Drop every cached version and variant of one image from this process.
-
-        Later reads use a key no earlier read used: ``version`` when it is newer
-        than ours, else our version + 1. A fetch in flight during the purge then
-        lands under a key nobody asks for any more. ``version`` equal to ours is a
-        purge already applied here (our own message coming back): nothing to do.
-        """
-        current = self.versions.get(image_id, 0)
-        if version is not None and version == current:
+        """Drop every cached version and variant of one image from this process
+        (see TieredCache.purge), and its background refresh."""
+        if version is not None and version == self.cache.version_of(image_id):
             return
-        task = self._background.pop(self.key_for(image_id), None)
-        if task is not None:
-            task.cancel()
-        self.versions[image_id] = (version if version is not None and version > current
-                                   else current + 1)
-        await self.memory.purge(image_id)
-        if self.disk is not None:
-            await self.disk.purge(image_id)
+        self._refreshes.cancel(self.cache.key_for(image_id))
+        await self.cache.purge(image_id, version)
 
     # -- background refresh ---------------------------------------------------------
 
@@ -301,12 +227,9 @@ class ImageService:
         """Revalidate in the background while the current copy is served: before it
         expires (stale-while-revalidate), or, after an origin failure, with backoff
         until the origin answers."""
-        if key in self._background or self.flights.in_flight(key):
+        if self._refreshes.running(key) or self.flights.in_flight(key):
             return
-        task = asyncio.get_running_loop().create_task(
-            self._refresh(image_id, key, current, retry), name=f"refresh:{key}")
-        self._background[key] = task
-        task.add_done_callback(lambda _: self._background.pop(key, None))
+        self._refreshes.spawn(self._refresh(image_id, key, current, retry), key=key)
 
     async def _refresh(self, image_id: str, key: str, current: Blob, retry: bool) -> None:
         delay = 1.0
@@ -326,19 +249,14 @@ class ImageService:
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, self.max_refresh_backoff)
 
-    max_refresh_backoff = 60.0
-
     async def close(self) -> None:
-        tasks = list(self._background.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._refreshes.cancel_all()
         await self.flights.close()
 
 
 def _close(entry: Entry | None) -> None:
-    if isinstance(entry, FileBlob):
-        entry.file.close()
+    if entry is not None:
+        entry.close()
 
 
 def load_fallback(path: str, *, allowed: frozenset[str]) -> Blob:

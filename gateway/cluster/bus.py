@@ -1,8 +1,8 @@
-"""Invalidation across replicas: Redis pub/sub on ``{prefix}:invalidate``.
+"""Invalidation across replicas: Redis pub/sub on the ``invalidate`` channel.
 
 A message is an image id (drop that image) or ``user:{user_id}`` (drop that
 alias); ':' cannot occur in an image id, so the two never collide. Versions
-live in Redis (``{prefix}:ver:{image_id}``); a replica that missed messages
+live in Redis (the ``version`` keys); a replica that missed messages
 (Redis down, or the replica restarting) catches up by reading every version
 when it (re)subscribes, so a purge is never lost for longer than an outage.
 """
@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.cluster.redis import RedisHealth, redis_errors
+from gateway.cluster.redis import REDIS_ERRORS, RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,13 @@ OnResync = Callable[[dict[str, int]], Awaitable[None]]
 
 
 class InvalidationBus:
-    def __init__(self, redis: Redis | None, prefix: str, health: RedisHealth,
-                 retry_interval: float = 0.5) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._health = health
+    def __init__(self, link: RedisLink, retry_interval: float = 0.5) -> None:
+        self._link = link
+        self._keys = link.keys
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.channel = f"{prefix}:invalidate"
+        self.channel = link.keys.invalidate
         self.subscribed = asyncio.Event()
         self.on_image: OnImage | None = None
         self.on_user: OnUser | None = None
@@ -51,17 +50,12 @@ class InvalidationBus:
 
     @property
     def enabled(self) -> bool:
-        return self._redis is not None
-
-    def version_key(self, image_id: str) -> str:
-        return f"{self._prefix}:ver:{image_id}"
-
-    def user_key(self, user_id: str) -> str:
-        return f"{self._prefix}:user:{user_id}"
+        return self._link.enabled
 
     async def start(self) -> None:
-        if self._redis is not None:
-            self._task = asyncio.create_task(self._listen(), name="invalidation-bus")
+        if self._link.client is not None:
+            self._task = asyncio.create_task(self._listen(self._link.client),
+                                             name="invalidation-bus")
 
     async def close(self) -> None:
         self._closing = True
@@ -86,69 +80,53 @@ class InvalidationBus:
         version is above the stored one and at least ``at_least`` (the caller's own
         version + 1 and the time in microseconds), so a cache key can't come back.
         """
-        if self._redis is None:
-            return None
-        try:
-            version = int(await self._redis.eval(_BUMP, 1, self.version_key(image_id),
-                                                 str(at_least)))
-        except redis_errors as exc:
-            self._health.failed(exc)
-            return None
-        self._health.ok()
-        return version
+        raw = await self._link.guarded(
+            lambda r: r.eval(_BUMP, 1, self._keys.version(image_id), str(at_least)),
+            None, when_down=True)
+        return None if raw is None else int(raw)
 
     async def publish(self, message: str) -> bool:
-        if self._redis is None:
-            return False
-        try:
-            await self._redis.publish(self.channel, message)
-        except redis_errors as exc:
-            self._health.failed(exc)
-            return False
-        return True
-
-    async def versions(self) -> dict[str, int]:
-        """Every image version in Redis (only purged images have one)."""
-        assert self._redis is not None
-        out: dict[str, int] = {}
-        head = len(self._prefix) + len(":ver:")
-        batch: list[bytes] = []
-        async for key in self._redis.scan_iter(match=f"{self._prefix}:ver:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                out.update(await self._read_versions(batch, head))
-                batch = []
-        if batch:
-            out.update(await self._read_versions(batch, head))
-        return out
-
-    async def _read_versions(self, keys: list[bytes], head: int) -> dict[str, int]:
-        assert self._redis is not None
-        values = await self._redis.mget(keys)
-        return {k.decode()[head:]: int(v) for k, v in zip(keys, values, strict=True)
-                if v is not None}
+        sent = await self._link.guarded(lambda r: r.publish(self.channel, message), None,
+                                        when_down=True)
+        return sent is not None
 
     async def version_of(self, image_id: str) -> int | None:
-        if self._redis is None:
-            return None
-        try:
-            raw = await self._redis.get(self.version_key(image_id))
-        except redis_errors as exc:
-            self._health.failed(exc)
+        """The image's version in Redis (0: never purged); None when Redis failed."""
+        raw: Any = await self._link.guarded(lambda r: r.get(self._keys.version(image_id)),
+                                            _FAILED, when_down=True)
+        if raw is _FAILED:
             return None
         return int(raw) if raw is not None else 0
 
+    async def versions(self, redis: Redis) -> dict[str, int]:
+        """Every image version in Redis (only purged images have one); raises on
+        Redis errors (the listener retries)."""
+        out: dict[str, int] = {}
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=self._keys.version_pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                out.update(await self._read_versions(redis, batch))
+                batch = []
+        if batch:
+            out.update(await self._read_versions(redis, batch))
+        return out
+
+    async def _read_versions(self, redis: Redis, keys: list[bytes]) -> dict[str, int]:
+        values = await redis.mget(keys)
+        return {self._keys.image_of_version(k): int(v)
+                for k, v in zip(keys, values, strict=True) if v is not None}
+
     # -- listening ----------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        assert self._redis is not None
+    async def _listen(self, redis: Redis) -> None:
         while not self._closing:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 if self.on_resync is not None:
-                    await self.on_resync(await self.versions())
-                self._health.ok()
+                    await self.on_resync(await self.versions(redis))
+                self._link.health.ok()
                 self.subscribed.set()
                 log.info("subscribed to %s", self.channel)
                 while not self._closing:
@@ -159,9 +137,9 @@ class InvalidationBus:
                         await self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise
-            except redis_errors as exc:
+            except REDIS_ERRORS as exc:
                 self.subscribed.clear()
-                self._health.failed(exc)
+                self._link.health.failed(exc)
                 log.warning("invalidation subscription lost (%s); retrying",
                             type(exc).__name__)
             except Exception:
@@ -182,3 +160,6 @@ class InvalidationBus:
         if self.on_image is not None:
             version = await self.version_of(text)
             await self.on_image(text, version if version is not None else -1)
+
+
+_FAILED = object()

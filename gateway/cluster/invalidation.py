@@ -5,13 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.cluster.aliases import AliasStore
 from gateway.cluster.bus import USER_PREFIX, InvalidationBus
 from gateway.origin.presign import UrlStore
-from gateway.service import ImageService
 
 log = logging.getLogger(__name__)
+
+
+class LocalCaches(Protocol):
+    """What a purge needs of this process's caches (the image service)."""
+
+    def version_of(self, image_id: str) -> int: ...
+
+    async def purge_local(self, image_id: str, version: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -22,9 +30,9 @@ class PurgeResult:
 
 
 class Invalidator:
-    def __init__(self, service: ImageService, bus: InvalidationBus, urls: UrlStore,
+    def __init__(self, caches: LocalCaches, bus: InvalidationBus, urls: UrlStore,
                  aliases: AliasStore) -> None:
-        self.service = service
+        self.caches = caches
         self.bus = bus
         self.urls = urls
         self.aliases = aliases
@@ -33,13 +41,13 @@ class Invalidator:
         bus.on_resync = self.on_resync
 
     async def purge(self, image_id: str) -> PurgeResult:
-        floor = max(self.service.versions.get(image_id, 0) + 1, time.time_ns() // 1000)
+        floor = max(self.caches.version_of(image_id) + 1, time.time_ns() // 1000)
         version = await self.bus.bump(image_id, floor)
         propagated = version is not None
         if version is None:
             version = floor
         await self.urls.delete(image_id)
-        await self.service.purge_local(image_id, version)
+        await self.caches.purge_local(image_id, version)
         if propagated:
             propagated = await self.bus.publish(image_id)
         if not propagated and self.bus.enabled:
@@ -57,7 +65,7 @@ class Invalidator:
     # -- what other replicas told us ------------------------------------------------
 
     async def on_image(self, image_id: str, version: int) -> None:
-        await self.service.purge_local(image_id, version if version >= 0 else None)
+        await self.caches.purge_local(image_id, version if version >= 0 else None)
 
     async def on_user(self, user_id: str) -> None:
         self.aliases.forget(user_id)
@@ -65,9 +73,8 @@ class Invalidator:
     async def on_resync(self, versions: dict[str, int]) -> None:
         """After (re)subscribing: apply every purge we may have missed."""
         self.aliases.forget_all()
-        missed = [(i, v) for i, v in versions.items() if v > self.service.versions.get(i, 0)]
+        missed = [(i, v) for i, v in versions.items() if v > self.caches.version_of(i)]
         for image_id, version in missed:
-            await self.service.purge_local(image_id, version)
+            await self.caches.purge_local(image_id, version)
         if missed:
             log.info("applied %d purges missed while disconnected", len(missed))
-

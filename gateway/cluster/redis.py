@@ -1,6 +1,10 @@
-"""Whether Redis is answering, shared by everything that talks to it.
+"""Redis as the gateway uses it: every key and channel in one table, one guarded call.
 
-After a failure, callers skip Redis for a short back-off instead of paying a
+Redis is a cache and a bus here, never the only copy of anything. Every call goes
+through :meth:`RedisLink.guarded`, the one place where Redis errors are mapped
+(to a default answer, or to ``Unavailable`` for the admin calls that must not
+pretend) and where :class:`RedisHealth` learns whether Redis answers. After a
+failure, hot-path calls skip Redis for a short back-off instead of paying a
 socket timeout on every request (no retry storm); the first call after the
 back-off probes it again, and a success marks it healthy.
 """
@@ -9,15 +13,86 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from gateway.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-redis_errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+T = TypeVar("T")
+
+#: What a Redis call may raise when Redis is down, slow or gone.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDoc:
+    """One row of the key table (docs/ARCHITECTURE.md is checked against it)."""
+
+    pattern: str  # with the default prefix
+    value: str
+    ttl: str
+
+
+class RedisKeys:
+    """Every Redis key and channel the gateway uses, built in this one place.
+
+    An image id never contains ':' and a cache key never starts with one, so no
+    two kinds of key can collide under one prefix.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.invalidate = f"{prefix}:invalidate"  # pub/sub channel
+        self.version_pattern = f"{prefix}:ver:*"
+        self._version_head = f"{prefix}:ver:"
+
+    def url(self, image_id: str) -> str:
+        return f"{self.prefix}:url:{image_id}:v1"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}"
+
+    def version(self, image_id: str) -> str:
+        return f"{self._version_head}{image_id}"
+
+    def image_of_version(self, key: bytes | str) -> str:
+        """The image id of a ``version`` key (as SCAN returns it)."""
+        text = key.decode() if isinstance(key, bytes) else key
+        return text.removeprefix(self._version_head)
+
+    def lease(self, cache_key: str) -> str:
+        return f"{self.prefix}:lease:{cache_key}"
+
+    def fill(self, cache_key: str) -> str:
+        return f"{self.prefix}:fill:{cache_key}"
+
+    @classmethod
+    def table(cls) -> list[KeyDoc]:
+        """The key space with the default prefix, as the architecture document shows it."""
+        keys = cls("profile_pic")
+        return [
+            KeyDoc(keys.url("{image_id}"), "presigned GET URL",
+                   "presign.cache_ttl (below presign.expires)"),
+            KeyDoc(keys.user("{user_id}"), "image id of the user's picture", "none"),
+            KeyDoc(keys.version("{image_id}"),
+                   "version, moved forward on purge, never repeats", "none"),
+            KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
+                   "cluster.lease_ttl"),
+            KeyDoc(keys.fill("{cache_key}"), "the lease holder's result: meta + bytes, "
+                   "or 'missing'", "cluster.fill_ttl"),
+            KeyDoc(keys.invalidate, "channel: an image id, or user:{user_id}", "-"),
+        ]
 
 
 class RedisHealth:
+    """Whether Redis is answering, shared by everything that talks to it."""
+
     def __init__(self, configured: bool, backoff: float = 1.0) -> None:
         self.configured = configured
         self.backoff = backoff
@@ -45,3 +120,49 @@ class RedisHealth:
         if not self.healthy and self.configured:
             log.info("redis reachable again")
         self.healthy = True
+
+
+class RedisLink:
+    """The Redis client (None: no Redis configured), its key table and its health."""
+
+    def __init__(self, client: Redis | None, keys: RedisKeys, health: RedisHealth) -> None:
+        self.client = client
+        self.keys = keys
+        self.health = health
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    async def guarded(self, call: Callable[[Redis], Awaitable[T]], default: T, *,
+                      when_down: bool = False) -> T:
+        """``call(client)``, or ``default`` when Redis is not configured, fails, or is
+        in its back-off after a failure. ``when_down`` tries even then: for calls
+        that are rare and matter (a purge, a release), not for the request path."""
+        client = self.client
+        if client is None or not (when_down or self.health.usable()):
+            return default
+        try:
+            result = await call(client)
+        except REDIS_ERRORS as exc:
+            self.health.failed(exc)
+            return default
+        self.health.ok()
+        return result
+
+    async def required(self, call: Callable[[Redis], Awaitable[T]], failure: str) -> T:
+        """``call(client)`` for an operation that cannot be done without Redis:
+        ``Unavailable`` (503) with ``failure`` as its message when Redis fails."""
+        if self.client is None:
+            raise Unavailable(failure)
+        try:
+            result = await call(self.client)
+        except REDIS_ERRORS as exc:
+            self.health.failed(exc)
+            raise Unavailable(failure) from None
+        self.health.ok()
+        return result
+
+    async def ping(self) -> bool:
+        """For /readyz: whether Redis answers now (ignores the back-off)."""
+        return await self.guarded(lambda r: r.ping(), False, when_down=True)

@@ -68,7 +68,6 @@ from gateway.observe.metrics import (
 
 if TYPE_CHECKING:  # types only: the supervisor imports this module and stays small
     from gateway.cluster.redis import RedisHealth
-    from gateway.service import ImageService
 
 log = logging.getLogger(__name__)
 
@@ -121,20 +120,19 @@ class Baseline:
 
 
 class StatsHub:
-    def __init__(self, *, stats: Stats, recorder: Recorder, service: ImageService,
+    def __init__(self, *, stats: Stats, recorder: Recorder,
                  redis_health: RedisHealth | None, shared_dir: str | Path | None,
                  on_clear: Callable[[], Awaitable[None]] | None = None,
-                 extra: Callable[[], tuple[dict[str, float], dict[str, float]]] | None = None,
+                 figures: Callable[[], tuple[dict[str, float], dict[str, float]]] | None = None,
                  publish_interval: float = PUBLISH_INTERVAL,
                  history_step: float = HISTORY_STEP,
                  clock: Callable[[], float] = time.time) -> None:
         self.stats = stats
         self.recorder = recorder
-        self.service = service
         self.redis_health = redis_health
         self.dir = Path(shared_dir) if shared_dir else None
         self.on_clear = on_clear
-        self.extra = extra  # more (counters, gauges), e.g. of the variant service
+        self.figures = figures  # the components' own (counters, gauges): sizes, variants...
         self.publish_interval = publish_interval
         self.history_step = history_step
         self.clock = clock
@@ -162,17 +160,11 @@ class StatsHub:
         if self.redis_health is not None:
             counters["redis.failures"] = self.redis_health.failures
             redis = self.redis_health.state
-        memory, disk = self.service.memory, self.service.disk
-        gauges: dict[str, float] = {"memory.bytes": memory.size_bytes,
-                                    "memory.entries": len(memory),
-                                    "memory.limit": memory.max_bytes}
-        if disk is not None:
-            gauges.update({"disk.bytes": disk.size_bytes, "disk.entries": disk.entry_count,
-                           "disk.limit": disk.max_bytes})
-        if self.extra is not None:
-            extra_counters, extra_gauges = self.extra()
-            counters.update(extra_counters)
-            gauges.update(extra_gauges)
+        gauges: dict[str, float] = {}
+        if self.figures is not None:
+            more_counters, more_gauges = self.figures()
+            counters.update(more_counters)
+            gauges.update(more_gauges)
         return Snapshot(
             pid=self.pid, started=self.started, written=self.clock(), counters=counters,
             histograms=histograms, gauges=gauges, redis=redis,

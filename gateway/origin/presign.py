@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from redis.asyncio import Redis
-
-from gateway.cluster.redis import RedisHealth, redis_errors
+from gateway.cluster.redis import RedisLink
 from gateway.observe.counters import Stats
 
 log = logging.getLogger(__name__)
@@ -70,31 +68,16 @@ class MemoryUrlStore:
 
 
 class RedisUrlStore:
-    def __init__(self, redis: Redis, prefix: str, health: RedisHealth, stats: Stats) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._health = health
+    def __init__(self, link: RedisLink, stats: Stats) -> None:
+        self._link = link
         self._stats = stats
 
-    def key(self, image_id: str) -> str:
-        return f"{self._prefix}:url:{image_id}:v1"
-
     async def get(self, image_id: str) -> SignedUrl | None:
-        if not self._health.usable():
-            self._stats.url_store_misses += 1
-            return None
-        try:
-            raw = await self._redis.get(self.key(image_id))
-        except redis_errors as exc:
-            self._health.failed(exc)
-            self._stats.url_store_misses += 1
-            return None
-        self._health.ok()
-        if raw is None:
-            self._stats.url_store_misses += 1
-            return None
-        url = raw.decode() if isinstance(raw, bytes) else str(raw)
-        expires_at = expiry_of(url)
+        raw = await self._link.guarded(lambda r: r.get(self._link.keys.url(image_id)), None)
+        expires_at = None
+        if raw is not None:
+            url = raw.decode() if isinstance(raw, bytes) else str(raw)
+            expires_at = expiry_of(url)
         if expires_at is None:
             self._stats.url_store_misses += 1
             return None
@@ -102,17 +85,9 @@ class RedisUrlStore:
         return SignedUrl(url, expires_at)
 
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None:
-        if not self._health.usable():
-            return
-        try:
-            await self._redis.set(self.key(image_id), signed.url, ex=ttl)
-        except redis_errors as exc:
-            self._health.failed(exc)
-        else:
-            self._health.ok()
+        await self._link.guarded(
+            lambda r: r.set(self._link.keys.url(image_id), signed.url, ex=ttl), None)
 
     async def delete(self, image_id: str) -> None:
-        try:
-            await self._redis.delete(self.key(image_id))
-        except redis_errors as exc:
-            self._health.failed(exc)
+        await self._link.guarded(lambda r: r.delete(self._link.keys.url(image_id)), None,
+                                 when_down=True)

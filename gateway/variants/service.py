@@ -1,17 +1,10 @@
-"""Sized and re-encoded variants of cached originals (docs/variants.md).
-
-``parse_spec`` turns the query (``w``, ``h``, ``fit``, ``format``, ``q``) into a
-``VariantSpec`` checked against the ``[transform]`` allowlists; ``negotiate``
-resolves ``format=auto`` from ``Accept``. A resolved spec has one canonical
-``token``, so equivalent queries (parameter order, ``format=jpg`` vs ``jpeg``,
-``fit`` without both sides, ``q`` for PNG, ``format=auto`` vs the format it
-resolved to) share one cache entry and one ETag.
+"""Variants of cached originals, kept in the same tiers (docs/variants.md).
 
 ``VariantService`` keeps variants in the same memory and disk layers as the
-originals, under ``cache_key(image, version, token)``: a purge of the image
+originals, under ``cache.key_for(image, spec.token)``: a purge of the image
 (which drops every key of it and bumps its version) drops every variant too,
 on every replica. On a miss it single-flights per key: the original comes from
-``ImageService.get`` (layers -> single-flight -> origin, so the origin is asked
+``ImageService.get`` (tiers -> single-flight -> origin, so the origin is asked
 once however many variants are made), the pixels are worked in the
 ``TransformPool``, and the variant is stored with its own strong ETag (digest of
 its bytes).
@@ -26,7 +19,6 @@ new freshness, without re-encoding.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -35,146 +27,22 @@ from typing import Final
 
 from multidict import MultiMapping
 
-from gateway.config import Config, TransformConfig
-from gateway.errors import BadRequest, NotAnImage, OriginError, TransformError
-from gateway.model import Blob, Entry, FileBlob, cache_key, make_meta
+from gateway.cache.tiers import TieredCache
+from gateway.config import TransformConfig
+from gateway.errors import NotAnImage, OriginError, TransformError
+from gateway.model import Blob, Entry, FileBlob, Layer, Served, cache_key, make_meta
 from gateway.origin.content import sniff
-from gateway.service import ImageService, Layer, Served
+from gateway.service import ImageService
 from gateway.singleflight import SingleFlight
-from gateway.variants.transform import (
-    FITS,
-    LOSSY,
-    Geometry,
-    Output,
-    Rendered,
-    TransformPool,
-    available_formats,
-    configure_pillow,
-    normalise_upload,
-    render,
-)
+from gateway.variants.spec import VariantSpec, negotiate, parse_spec
+from gateway.variants.transform import Rendered, TransformPool, normalise_upload, render
 
 log = logging.getLogger(__name__)
 
-#: Bump when rendering changes (resampling, encoder settings): old variants in
-#: disk caches then sit under keys nobody asks for and age out.
-RENDER_VERSION: Final = "r1"
-PARAMS: Final = ("w", "h", "fit", "format", "q")
-_FORMAT_ALIASES: Final = {"jpg": "jpeg"}
 #: Pseudo image id of the fallback picture's variants: ids cannot start with '.'.
 FALLBACK_ID: Final = ".fallback"
 UPLOAD_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp",
                                  "image/avif"})
-
-
-def wants_variant(query: MultiMapping[str]) -> bool:
-    """Whether the query names any variant parameter (others, like ``?v=3``, don't count)."""
-    return any(name in query for name in PARAMS)
-
-
-@dataclass(frozen=True, slots=True)
-class VariantSpec:
-    width: int | None
-    height: int | None
-    fit: str  # "cover" | "contain"; "-" when it cannot matter (fewer than two sides)
-    format: str  # "auto" until negotiated, then "original" | "webp" | "avif" | "jpeg" | "png"
-    quality: int
-
-    @property
-    def negotiated(self) -> bool:
-        return self.format != "auto"
-
-    @property
-    def identity(self) -> bool:
-        """No size and the original's format: the original itself is the answer."""
-        return self.width is None and self.height is None and self.format == "original"
-
-    @property
-    def token(self) -> str:
-        """The canonical variant part of the cache key (after negotiation)."""
-        assert self.negotiated
-        size = f"{self.width or 0}x{self.height or 0}"
-        # PNG is lossless: the quality cannot change its bytes.
-        quality = f"q{self.quality}" if self.format in LOSSY or self.format == "original" \
-            else "q-"
-        return f"{RENDER_VERSION}.{size}.{self.fit}.{self.format}.{quality}"
-
-    def geometry(self, enlarge: bool) -> Geometry:
-        return Geometry(self.width, self.height,
-                        self.fit if self.fit != "-" else "cover", enlarge)
-
-    def output(self) -> Output:
-        return Output(self.format, self.quality)
-
-
-def _one(query: MultiMapping[str], name: str) -> str | None:
-    values = query.getall(name, [])
-    if not values:
-        return None
-    if len(values) > 1:
-        raise BadRequest(f"{name} given more than once")
-    return values[0]
-
-
-def _allowed_int(query: MultiMapping[str], name: str, allowed: tuple[int, ...],
-                 setting: str) -> int | None:
-    raw = _one(query, name)
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or int(raw) not in allowed:
-        choices = ", ".join(map(str, allowed)) or "none"
-        raise BadRequest(f"{name} must be one of {choices} ({setting})")
-    return int(raw)
-
-
-def parse_spec(query: MultiMapping[str], config: TransformConfig,
-               formats: frozenset[str]) -> VariantSpec:
-    """The variant a query asks for; 400 for any value outside the allowlists."""
-    width = _allowed_int(query, "w", config.widths, "transform.widths")
-    height = _allowed_int(query, "h", config.heights, "transform.heights")
-    quality = _allowed_int(query, "q", config.qualities, "transform.qualities")
-    fit = _one(query, "fit")
-    if fit is not None and fit not in FITS:
-        raise BadRequest(f"fit must be one of {', '.join(FITS)}")
-    raw_format = _one(query, "format")
-    fmt = "original" if raw_format is None else _FORMAT_ALIASES.get(raw_format, raw_format)
-    if fmt not in ("auto", "original") and fmt not in formats:
-        choices = ", ".join(["auto", "original", *sorted(formats)])
-        raise BadRequest(f"format must be one of {choices}")
-    return VariantSpec(
-        width=width, height=height,
-        fit=(fit or "cover") if width is not None and height is not None else "-",
-        format=fmt, quality=quality if quality is not None else config.default_quality)
-
-
-def _accept_weights(accept: str) -> dict[str, float]:
-    weights: dict[str, float] = {}
-    for part in accept.split(","):
-        media, *params = part.split(";")
-        media = media.strip().lower()
-        weight = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    weight = float(value.strip())
-                except ValueError:
-                    weight = 0.0
-        if media:
-            weights[media] = max(weights.get(media, 0.0), weight)
-    return weights
-
-
-def negotiate(spec: VariantSpec, accept: str | None, formats: frozenset[str]) -> VariantSpec:
-    """``format=auto``: AVIF, else WebP, else the original's format, by what ``Accept``
-    names explicitly (``image/*`` and ``*/*`` promise nothing); a higher q wins."""
-    if spec.negotiated:
-        return spec
-    weights = _accept_weights(accept or "")
-    ranked = [(weights.get(f"image/{fmt}", 0.0), preference, fmt)
-              for preference, fmt in ((2, "avif"), (1, "webp")) if fmt in formats]
-    best = max((r for r in ranked if r[0] > 0), default=None)
-    return replace(spec, format=best[2] if best else "original")
 
 
 @dataclass
@@ -188,10 +56,11 @@ class VariantStats:
 
 
 class VariantService:
-    def __init__(self, service: ImageService, pool: TransformPool, config: TransformConfig,
-                 *, formats: frozenset[str], lock_timeout: float,
+    def __init__(self, service: ImageService, cache: TieredCache, pool: TransformPool,
+                 config: TransformConfig, *, formats: frozenset[str], lock_timeout: float,
                  clock: Callable[[], float] | None = None) -> None:
         self.service = service
+        self.cache = cache
         self.pool = pool
         self.config = config
         self.formats = formats
@@ -210,24 +79,18 @@ class VariantService:
     async def get(self, image_id: str, spec: VariantSpec) -> Served:
         """The variant ``spec`` (negotiated, not identity) of ``image_id`` (validated)."""
         assert spec.negotiated and not spec.identity
-        svc = self.service
-        key = cache_key(image_id, svc.versions.get(image_id, 0), spec.token)
-        now = self._clock()
-        stale: Blob | None = svc.memory.get_nowait(key)
-        if stale is not None and stale.meta.fresh(now):
-            self.stats.memory_hits += 1
-            return Served(Layer.MEMORY, stale)
-        if svc.disk is not None:
-            entry = await svc.disk.get(key)
-            if entry is not None and entry.meta.fresh(now):
-                self.stats.disk_hits += 1
-                if isinstance(entry, Blob):
-                    svc.memory.put_nowait(key, entry)
-                return Served(Layer.DISK, entry)
-            if stale is None and isinstance(entry, Blob):
-                stale = entry
+        key = self.cache.key_for(image_id, spec.token)
+        found = await self.cache.lookup(key, self._clock())
+        if found.hit is not None:
+            if found.hit.layer is Layer.MEMORY:
+                self.stats.memory_hits += 1
             else:
-                _close(entry)
+                self.stats.disk_hits += 1
+            return found.hit
+        stale = found.stale
+        if isinstance(stale, FileBlob):  # too large to re-serve as a variant: remake it
+            stale.close()
+            stale = None
         served, joined = await self.flights.run(
             key, lambda: self._derive(image_id, key, spec, stale))
         return Served(Layer.COALESCED, served.entry) if joined else served
@@ -238,9 +101,8 @@ class VariantService:
 
     async def _derive(self, image_id: str, key: str, spec: VariantSpec,
                       stale: Blob | None) -> Served:
-        svc = self.service
         try:
-            source = await svc.get(image_id)
+            source = await self.service.get(image_id)
         except OriginError:
             if stale is None:
                 raise
@@ -254,24 +116,19 @@ class VariantService:
             if stale is not None and stale.meta.origin_etag == origin_meta.etag:
                 # Same original bytes: the variant is still right, it just takes
                 # the original's (renewed) freshness.
-                blob = Blob(replace(stale.meta, stored_at=self._clock(),
-                                    expires_at=origin_meta.expires_at), stale.body)
-                svc.memory.put_nowait(key, blob)
-                if svc.disk is not None:
-                    await svc.disk.refresh(key, blob.meta)
+                renewed = await self.cache.renew(key, stale, replace(
+                    stale.meta, stored_at=self._clock(), expires_at=origin_meta.expires_at))
                 self.stats.refreshed += 1
-                return Served(layer, blob)
+                return Served(layer, renewed)
             body = await _bytes_of(source.entry)
         finally:
-            _close(source.entry)
+            source.entry.close()
         rendered = await self._render(body, spec)
         now = self._clock()
         blob = Blob(make_meta(rendered.body, rendered.content_type, origin_meta.last_modified,
                               now, origin_meta.expires_at - now, origin_etag=origin_meta.etag),
                     rendered.body)
-        svc.memory.put_nowait(key, blob)
-        if svc.disk is not None:
-            await svc.disk.put(key, blob)
+        await self.cache.store(key, blob)
         return Served(layer, blob)
 
     async def _fallback_variant(self, fallback: Entry, spec: VariantSpec) -> Served:
@@ -279,16 +136,16 @@ class VariantService:
         that no real image can have; like the fallback itself, they never expire."""
         key = cache_key(FALLBACK_ID, 0, spec.token)
         try:
-            blob = self.service.memory.get_nowait(key)
+            blob = self.cache.in_memory(key)
             if blob is None or blob.meta.origin_etag != fallback.meta.etag:
                 rendered = await self._render(await _bytes_of(fallback), spec)
                 meta = make_meta(rendered.body, rendered.content_type,
                                  fallback.meta.last_modified, self._clock(), float("inf"),
                                  origin_etag=fallback.meta.etag)
                 blob = Blob(meta, rendered.body)
-                self.service.memory.put_nowait(key, blob)
+                self.cache.remember(key, blob)
         finally:
-            _close(fallback)
+            fallback.close()
         return Served(Layer.FALLBACK, blob)
 
     async def _render(self, body: bytes, spec: VariantSpec) -> Rendered:
@@ -315,6 +172,14 @@ class VariantService:
         return await self.pool.run(normalise_upload, body, c.upload_size, fmt,
                                    c.upload_quality, c.max_pixels)
 
+    def figures(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(counters, gauges) for metrics."""
+        counters: dict[str, float] = {f"variants.{name}": value
+                                      for name, value in vars(self.stats).items()}
+        counters["variants.pool_completed"] = self.pool.completed
+        counters["variants.pool_rejected"] = self.pool.rejected
+        return counters, {"variants.pool_pending": self.pool.pending}
+
     async def close(self) -> None:
         await self.flights.close()
         await self.pool.close()
@@ -325,26 +190,3 @@ async def _bytes_of(entry: Entry) -> bytes:
         return entry.body
     return await asyncio.to_thread(os.pread, entry.file.fileno(), entry.meta.size,
                                    entry.offset)
-
-
-def _close(entry: Entry | None) -> None:
-    if isinstance(entry, FileBlob):
-        with contextlib.suppress(OSError):
-            entry.file.close()
-
-
-def build_variants(config: Config, service: ImageService,
-                   stack: contextlib.AsyncExitStack) -> VariantService:
-    """The variant service for ``create_app``; shut down (pool joined) with the app."""
-    t = config.transform
-    available = available_formats()
-    missing = set(t.formats) - available
-    if missing:
-        log.warning("transform.formats: %s not supported by this Pillow build; not offered",
-                    ", ".join(sorted(missing)))
-    configure_pillow(t.max_pixels)
-    pool = TransformPool(t.workers, t.queue)
-    variants = VariantService(service, pool, t, formats=frozenset(t.formats) & available,
-                              lock_timeout=config.fetch.lock_timeout)
-    stack.push_async_callback(variants.close)
-    return variants

@@ -14,8 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest, GatewayError
-from gateway.model import Entry, FileBlob, validate_image_id, validate_user_id
-from gateway.service import Layer
+from gateway.model import Layer, validate_image_id, validate_user_id
 from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE
 from gateway.web.middlewares import error_response
 from gateway.web.variants import upload_image
@@ -100,7 +99,7 @@ async def prefetch(request: web.Request) -> web.Response:
             except GatewayError:
                 counts["failed"] += 1
                 return
-            _release(served.entry)
+            served.entry.close()
             if served.layer is Layer.FALLBACK:
                 counts["missing"] += 1
             else:
@@ -108,11 +107,6 @@ async def prefetch(request: web.Request) -> web.Response:
 
     await asyncio.gather(*(warm(i) for i in unique))
     return web.json_response({"success": True, "requested": len(unique), **counts})
-
-
-def _release(entry: Entry) -> None:
-    if isinstance(entry, FileBlob):
-        entry.file.close()
 
 
 def add_routes(admin: web.Application) -> None:

@@ -1,9 +1,16 @@
-"""create_app: the one place where concrete parts are chosen and wired together."""
+"""create_app: the one place where concrete parts are chosen, built and wired together.
+
+Every part gets what it needs through its constructor; nothing is swapped or
+looked up after the fact. Lifetimes are owned by one AsyncExitStack, closed in
+the app's cleanup in the reverse order of construction.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,43 +22,55 @@ from redis.asyncio import Redis
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
+from gateway.cache.tiers import NoDisk, TieredCache
 from gateway.cluster.aliases import AliasStore
 from gateway.cluster.bus import InvalidationBus
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
-from gateway.cluster.redis import RedisHealth, redis_errors
+from gateway.cluster.redis import RedisHealth, RedisKeys, RedisLink
 from gateway.config import Config, resolve_fallback
 from gateway.model import Blob
 from gateway.observe.counters import Stats
 from gateway.observe.health import Check, Health
-from gateway.origin import Origin
+from gateway.observe.hub import StatsHub
+from gateway.observe.metrics import Recorder
+from gateway.observe.workerdir import SHARED_DIR_ENV
+from gateway.origin import Origin, Uploadable
 from gateway.origin.local import LocalOrigin
 from gateway.origin.presign import MemoryUrlStore, RedisUrlStore, UrlStore
 from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
 from gateway.origin.s3 import S3Origin
+from gateway.origin.timed import TimedOrigin
 from gateway.service import FlightResult, ImageService, load_fallback
 from gateway.singleflight import SingleFlight
-from gateway.variants.service import build_variants
+from gateway.variants.service import VariantService
+from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
-from gateway.web import handlers
+from gateway.web import dashboard, handlers, stats_view
 from gateway.web.admin import bearer_auth
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.keys import (
     ALIASES,
+    CACHE,
     CONFIG,
     HEALTH,
+    HUB,
     INVALIDATOR,
     REDIS_HEALTH,
     SERVICE,
     STATS,
+    UPLOADER,
     VARIANTS,
 )
 from gateway.web.middlewares import errors, require_signature
-from gateway.web.observability import install_observability
+from gateway.web.observability import metrics, observe
 from gateway.web.ratelimit import TokenBuckets, rate_limit
 from gateway.web.signing import UrlSigner
 
 log = logging.getLogger(__name__)
+
+#: Admin bodies (uploads) may be larger than image requests ever are.
+ADMIN_MAX_BODY = 16 * 1024 * 1024
 
 
 async def create_app(config: Config) -> web.Application:
@@ -72,106 +91,148 @@ async def create_app(config: Config) -> web.Application:
 
 async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Application:
     stats = Stats()
-    redis_health = RedisHealth(configured=bool(config.redis.url))
-    redis: Redis | None = None
-    if config.redis.url:
-        redis = Redis.from_url(
-            config.redis.url,
-            socket_timeout=config.redis.socket_timeout,
-            socket_connect_timeout=config.redis.connect_timeout,
-            retry_on_timeout=False,
-        )
-        stack.push_async_callback(redis.aclose)
-    store: UrlStore = (RedisUrlStore(redis, config.redis.prefix, redis_health, stats)
-                       if redis is not None else MemoryUrlStore(stats))
+    recorder = Recorder()
+    link = _redis(config, stack)
+    urls: UrlStore = RedisUrlStore(link, stats) if link.enabled else MemoryUrlStore(stats)
 
     o = config.origin
-    origin = ResilientOrigin(
-        await _origin(config, store, stack), retries=o.retries, backoff=o.retry_backoff,
-        breaker=CircuitBreaker(o.breaker_threshold, o.breaker_reset),
-        max_concurrent=o.max_concurrent_fetches, queue_timeout=o.queue_timeout)
+    raw_origin = await _origin(config, urls, stack)
+    breaker = CircuitBreaker(o.breaker_threshold, o.breaker_reset)
+    resilient = ResilientOrigin(raw_origin, retries=o.retries, backoff=o.retry_backoff,
+                                breaker=breaker, max_concurrent=o.max_concurrent_fetches,
+                                queue_timeout=o.queue_timeout)
+    origin = TimedOrigin(resilient, recorder.origin_fetch)
     stack.push_async_callback(origin.close)
-    # memory.max_bytes is the whole gateway's budget: each of N workers keeps 1/N,
-    # so the container's memory need is max_bytes plus N runtimes, whatever N is.
-    memory = MemoryCache(config.memory.max_bytes // config.server.workers,
-                         config.memory.max_object_bytes,
-                         max_stale=config.disk.max_stale, counters=stats.memory)
-    disk: DiskCache | None = None
-    if config.disk.enabled:
-        # The workers share one folder and each bounds the files it knows of (its
-        # own writes and reads, the start-up scan). Every file is known to at least
-        # one worker, so N shares of max_bytes / N keep the folder within max_bytes.
-        disk = DiskCache(Path(config.disk.path),
-                         max_bytes=config.disk.max_bytes // config.server.workers,
-                         max_stale=config.disk.max_stale,
-                         inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
-        await disk.start()
-        stack.push_async_callback(disk.close)
 
-    cluster = None
-    if redis is not None:
-        c = config.cluster
-        cluster = ClusterFlight(redis, config.redis.prefix, redis_health,
-                                lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,
-                                poll_interval=c.poll_interval,
-                                fill_max_bytes=c.fill_max_bytes, fill_ttl=c.fill_ttl)
+    cache = await _cache(config, stats, stack)
+    c = config.cluster
+    cluster = ClusterFlight(link, lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,
+                            poll_interval=c.poll_interval, fill_max_bytes=c.fill_max_bytes,
+                            fill_ttl=c.fill_ttl)
     service = ImageService(
-        memory=memory, disk=disk, origin=origin,
+        cache=cache, origin=origin, cluster=cluster,
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
-        refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2), cluster=cluster)
+        refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2))
     stack.push_async_callback(service.close)
-    variants = build_variants(config, service, stack)  # issue 8; pool shut down by stack
+    variants = _variants(config, service, cache, stack)
 
-    aliases = AliasStore(redis, config.redis.prefix, redis_health)
-    bus = InvalidationBus(redis, config.redis.prefix, redis_health)
-    invalidator = Invalidator(service, bus, store, aliases)
+    aliases = AliasStore(link)
+    bus = InvalidationBus(link)
+    invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)
 
     checks: dict[str, Check] = {"origin": origin.ping}
-    if disk is not None:
-        checks["disk"] = disk.writable
-    if redis is not None:
-        checks["redis"] = _redis_ping(redis, redis_health)
+    if isinstance(cache.disk, DiskCache):
+        checks["disk"] = cache.disk.writable
+    if link.enabled:
+        checks["redis"] = link.ping
     health = Health(checks)
 
-    middlewares: list[Middleware] = [errors]
-    addresses = ClientAddress(config.server.trusted_proxies)
-    if config.limits.rate > 0:
-        middlewares.append(rate_limit(
-            TokenBuckets(config.limits.rate, config.limits.burst, config.limits.max_clients),
-            addresses))
-    if config.signing.required:
-        middlewares.append(require_signature(UrlSigner(config.signing.keys)))
-    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
-    admin: web.Application | None = None
-    if config.admin.token:
-        admin = web.Application(middlewares=[bearer_auth(config.admin.token)],
-                                client_max_size=16 * 1024 * 1024)
+    def figures() -> tuple[dict[str, float], dict[str, float]]:
+        counters, gauges = variants.figures()
+        counters["origin.retries"] = resilient.retried
+        counters["origin.breaker_trips"] = breaker.trips
+        gauges.update(cache.gauges())
+        return counters, gauges
+
+    async def clear_caches() -> None:
+        await cache.clear()
+
+    hub = StatsHub(stats=stats, recorder=recorder, redis_health=link.health,
+                   shared_dir=os.environ.get(SHARED_DIR_ENV) or None, on_clear=clear_caches,
+                   figures=figures)
+
+    app = web.Application(middlewares=_middlewares(config, recorder, stats),
+                          client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[STATS] = stats
     app[SERVICE] = service
+    app[CACHE] = cache
     app[HEALTH] = health
     app[ALIASES] = aliases
     app[INVALIDATOR] = invalidator
-    app[REDIS_HEALTH] = redis_health
+    app[REDIS_HEALTH] = link.health
     app[VARIANTS] = variants
+    app[HUB] = hub
+    if isinstance(raw_origin, Uploadable):
+        app[UPLOADER] = raw_origin
+
+    async def run_hub(_: web.Application) -> AsyncIterator[None]:
+        await hub.start()
+        yield
+        await hub.close()
 
     async def draining(_: web.Application) -> None:
         health.draining = True
 
+    app.cleanup_ctx.append(run_hub)
     app.on_shutdown.append(draining)
+    _routes(app, config)
+    return app
+
+
+def _middlewares(config: Config, recorder: Recorder, stats: Stats) -> list[Middleware]:
+    # Outermost first: observe sees the final answer, after errors made it JSON.
+    middlewares: list[Middleware] = [observe(recorder, stats), errors]
+    if config.limits.rate > 0:
+        middlewares.append(rate_limit(
+            TokenBuckets(config.limits.rate, config.limits.burst, config.limits.max_clients),
+            ClientAddress(config.server.trusted_proxies)))
+    if config.signing.required:
+        middlewares.append(require_signature(UrlSigner(config.signing.keys)))
+    return middlewares
+
+
+def _routes(app: web.Application, config: Config) -> None:
     app.router.add_get("/images/{image_id}", handlers.get_image)
     app.router.add_get("/images/{image_id}/url", handlers.get_image_url, allow_head=False)
     app.router.add_get("/images/user/{user_id}", handlers.get_user_image)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
-    install_observability(app, admin)  # issue 5: /metrics, /admin/stats, dashboard
-    if admin is not None:
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    if config.admin.token:  # no token, no admin surface at all (404, not 401)
+        admin = web.Application(middlewares=[bearer_auth(config.admin.token)],
+                                client_max_size=ADMIN_MAX_BODY)
         admin_routes.add_routes(admin)
+        stats_view.add_routes(admin)
+        dashboard.add_routes(admin)
         app.add_subapp("/admin/", admin)
-    return app
+
+
+def _redis(config: Config, stack: contextlib.AsyncExitStack) -> RedisLink:
+    client: Redis | None = None
+    if config.redis.url:
+        client = Redis.from_url(
+            config.redis.url,
+            socket_timeout=config.redis.socket_timeout,
+            socket_connect_timeout=config.redis.connect_timeout,
+            retry_on_timeout=False,
+        )
+        stack.push_async_callback(client.aclose)
+    return RedisLink(client, RedisKeys(config.redis.prefix),
+                     RedisHealth(configured=client is not None))
+
+
+async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
+                 ) -> TieredCache:
+    # memory.max_bytes is the whole gateway's budget: each of N workers keeps 1/N,
+    # so the container's memory need is max_bytes plus N runtimes, whatever N is.
+    workers = config.server.workers
+    memory = MemoryCache(config.memory.max_bytes // workers, config.memory.max_object_bytes,
+                         max_stale=config.disk.max_stale, counters=stats.memory)
+    if not config.disk.enabled:
+        return TieredCache(memory, NoDisk())
+    # The workers share one folder and each bounds the files it knows of (its own
+    # writes and reads, the start-up scan). Every file is known to at least one
+    # worker, so N shares of max_bytes / N keep the folder within max_bytes.
+    disk = DiskCache(Path(config.disk.path), max_bytes=config.disk.max_bytes // workers,
+                     max_stale=config.disk.max_stale,
+                     inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
+    await disk.start()
+    stack.push_async_callback(disk.close)
+    return TieredCache(memory, disk)
 
 
 async def _origin(config: Config, store: UrlStore,
@@ -212,22 +273,25 @@ async def _origin(config: Config, store: UrlStore,
                     timeout=timeout)
 
 
+def _variants(config: Config, service: ImageService, cache: TieredCache,
+              stack: contextlib.AsyncExitStack) -> VariantService:
+    t = config.transform
+    available = available_formats()
+    missing = set(t.formats) - available
+    if missing:
+        log.warning("transform.formats: %s not supported by this Pillow build; not offered",
+                    ", ".join(sorted(missing)))
+    configure_pillow(t.max_pixels)
+    variants = VariantService(service, cache, TransformPool(t.workers, t.queue), t,
+                              formats=frozenset(t.formats) & available,
+                              lock_timeout=config.fetch.lock_timeout)
+    stack.push_async_callback(variants.close)
+    return variants
+
+
 def _fallback(config: Config) -> Blob | None:
     if not config.fallback.image:
         return None
     path = resolve_fallback(config.fallback.image)
     assert path is not None  # validated at start-up
     return load_fallback(str(path), allowed=config.origin.allowed_types)
-
-
-def _redis_ping(redis: Redis, health: RedisHealth) -> Check:
-    async def ping() -> bool:
-        try:
-            await redis.ping()
-        except redis_errors as exc:
-            health.failed(exc)
-            return False
-        health.ok()
-        return True
-
-    return ping

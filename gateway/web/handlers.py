@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.model import validate_image_id, validate_user_id
-from gateway.service import Layer, Served
+from gateway.model import Layer, Served, validate_image_id, validate_user_id
 from gateway.web.keys import ALIASES, CONFIG, HEALTH, SERVICE
 from gateway.web.responses import image_response
 from gateway.web.variants import variant_image, variant_spec
@@ -35,8 +34,7 @@ def _respond(request: web.Request, served: Served, cache_control: str) -> web.St
     config = request.app[CONFIG]
     if served.layer is Layer.FALLBACK:
         cache_control = config.http.fallback_cache_control  # short: the image may appear
-    return image_response(request, served.entry, served.layer.value, cache_control,
-                          config.server.send_timeout)
+    return image_response(request, served, cache_control, config.server.send_timeout)
 
 
 async def get_image_url(request: web.Request) -> web.Response:

@@ -8,6 +8,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import Busy, GatewayError
+from gateway.model import Layer
+from gateway.web.keys import ANSWER_LAYER
 from gateway.web.responses import SERVER
 from gateway.web.signing import UrlSigner
 
@@ -31,19 +33,21 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 500 and not isinstance(exc, Busy):
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status,
                         exc.detail)
-        return error_response(exc.status, exc.public_message)
+        response = error_response(exc.status, exc.public_message)
     except web.HTTPException as exc:
         if exc.status == 405:
             allow = exc.headers.get("Allow", "GET, HEAD")
             response = error_response(405, "method not allowed")
             response.headers["Allow"] = allow
-            return response
-        if exc.status == 404:
-            return error_response(404, "not found")
-        raise
+        elif exc.status == 404:
+            response = error_response(404, "not found")
+        else:
+            raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal error")
+        response = error_response(500, "internal error")
+    request[ANSWER_LAYER] = Layer.ERROR
+    return response
 
 
 def require_signature(signer: UrlSigner) -> Middleware:

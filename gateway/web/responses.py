@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-from gateway.model import Blob, Entry, FileBlob
+from gateway.model import Blob, Served
 from gateway.web.conditional import is_not_modified
+from gateway.web.keys import ANSWER_LAYER
 
 # aiohttp sets Server only when absent: ours names no versions for scanners to match.
 SERVER = "image-gateway"
@@ -47,30 +48,26 @@ def _entity_headers(etag: str, last_modified: int, content_type: str, layer: str
     return headers, full
 
 
-def image_response(request: web.Request, entry: Entry, layer: str,
-                   cache_control: str, send_timeout: float = 60.0,
-                   vary: str | None = None) -> web.StreamResponse:
+def image_response(request: web.Request, served: Served, cache_control: str,
+                   send_timeout: float = 60.0, vary: str | None = None) -> web.StreamResponse:
+    entry = served.entry
     meta = entry.meta
+    request[ANSWER_LAYER] = served.layer
     not_modified, full = _entity_headers(meta.etag, meta.last_modified, meta.content_type,
-                                         layer, cache_control, vary)
+                                         served.layer.value, cache_control, vary)
     request_headers = request.headers
     if is_not_modified(request_headers.get("If-None-Match"),
                        request_headers.get("If-Modified-Since"), meta):
-        _release(entry)
+        entry.close()
         return web.Response(status=304, headers=not_modified)
     if request.method == "HEAD":
-        _release(entry)
+        entry.close()
         response = web.Response(headers=full)
         response.headers["Content-Length"] = str(meta.size)
         return response
     if isinstance(entry, Blob):
         return web.Response(body=entry.body, headers=full)
     return SendfileResponse(entry.file, entry.offset, meta.size, full, send_timeout)
-
-
-def _release(entry: Entry) -> None:
-    if isinstance(entry, FileBlob):
-        entry.file.close()
 
 
 class SendfileResponse(web.StreamResponse):

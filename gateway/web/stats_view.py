@@ -9,24 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import BadRequest
-from gateway.observe.hub import StatsHub
 from gateway.observe.report import build_report
-from gateway.service import ImageService
-from gateway.web.keys import CONFIG, SERVICE
+from gateway.web.keys import CACHE, CONFIG, HUB
 
-HUB = web.AppKey("stats_hub", StatsHub)
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-async def clear_caches(service: ImageService) -> tuple[int, int]:
-    """Empty this process's memory cache and the disk cache; (memory, disk) entries."""
-    memory = len(service.memory)
-    await service.memory.clear()
-    disk = 0
-    if service.disk is not None:
-        disk = service.disk.entry_count
-        await service.disk.clear()
-    return memory, disk
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -48,7 +34,7 @@ async def reset_stats(request: web.Request) -> web.Response:
 
 async def clear_cache(request: web.Request) -> web.Response:
     hub = request.config_dict[HUB]
-    memory, disk = await clear_caches(request.config_dict[SERVICE])
+    memory, disk = await request.config_dict[CACHE].clear()
     await hub.request_clear()
     return web.json_response({
         "success": True,

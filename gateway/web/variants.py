@@ -6,11 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import BadRequest, UploadsUnsupported
-from gateway.model import digest_of, etag_for, validate_image_id
-from gateway.origin import Uploadable
-from gateway.service import Layer, Served
-from gateway.variants.service import VariantSpec, wants_variant
-from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE, VARIANTS
+from gateway.model import Layer, Served, digest_of, etag_for, validate_image_id
+from gateway.variants.spec import VariantSpec, wants_variant
+from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE, UPLOADER, VARIANTS
 from gateway.web.responses import image_response
 
 
@@ -42,19 +40,8 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
         cache_control = config.http.fallback_cache_control
     else:
         cache_control = config.http.user_cache_control if user else config.http.cache_control
-    return image_response(request, served.entry, served.layer.value, cache_control,
-                          config.server.send_timeout, vary=vary)
-
-
-def uploader_of(origin: object) -> Uploadable | None:
-    """The origin, or the one it wraps (``.inner``), that can store objects."""
-    seen = 0
-    while origin is not None and seen < 8:
-        if isinstance(origin, Uploadable):
-            return origin
-        origin = getattr(origin, "inner", None)
-        seen += 1
-    return None
+    return image_response(request, served, cache_control, config.server.send_timeout,
+                          vary=vary)
 
 
 async def upload_image(request: web.Request) -> web.Response:
@@ -62,7 +49,7 @@ async def upload_image(request: web.Request) -> web.Response:
     its bytes; it is stored as ``transform.upload_size`` square (cover crop),
     metadata stripped, then every cached copy and variant is purged everywhere."""
     image_id = validate_image_id(request.match_info["image_id"])
-    uploader = uploader_of(request.config_dict[SERVICE].origin)
+    uploader = request.config_dict.get(UPLOADER)
     if uploader is None:
         raise UploadsUnsupported()
     body = await request.read()

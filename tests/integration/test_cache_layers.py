@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.cache.disk import DiskCache
 from gateway.config import Config
 from gateway.observe.counters import Stats
 from gateway.service import ImageService
@@ -151,7 +152,7 @@ async def test_after_memory_eviction_disk_answers_and_promotes(gateway_client, s
     assert len(origin_gets(s3_proxy, "a.png")) == 1
     assert len(origin_gets(s3_proxy, "b.png")) == 1
     assert stats.disk.hits == 2
-    assert service_of(client).memory.size_bytes <= room
+    assert service_of(client).cache.memory.size_bytes <= room
 
 
 @pytest.mark.parametrize("memory", [{"max_object_bytes": 4096}, {"max_bytes": 0}],
@@ -177,7 +178,7 @@ async def test_large_object_served_from_disk_with_sendfile(gateway_client, s3_co
     assert first.status == 200 and first.headers["X-Cache"] == "MISS"
     assert sha(await first.read()) == sha(body)
     etag = first.headers["ETag"]
-    assert len(service_of(client).memory) == 0  # too large to keep in memory
+    assert len(service_of(client).cache.memory) == 0  # too large to keep in memory
 
     hit = await client.get("/images/large.png")
     assert hit.status == 200
@@ -203,7 +204,7 @@ async def test_large_object_served_from_disk_with_sendfile(gateway_client, s3_co
 
     assert sent == [len(body)]  # neither HEAD nor the 304 sent a body
     assert len(origin_gets(s3_proxy, "large.png")) == 1
-    assert len(service_of(client).memory) == 0
+    assert len(service_of(client).cache.memory) == 0
 
 
 # --- restarts ----------------------------------------------------------------------
@@ -299,7 +300,7 @@ async def test_expired_entry_revalidated_with_if_none_match(gateway_client, s3_c
     third = await client.get("/images/rv.png")
     assert third.headers["X-Cache"] == ("HIT-DISK" if memory else "HIT-MEMORY")
     assert sha(await third.read()) == sha(body)
-    await service.memory.clear()
+    await service.cache.memory.clear()
     fourth = await client.get("/images/rv.png")
     assert fourth.headers["X-Cache"] == "HIT-DISK"
     assert sha(await fourth.read()) == sha(body)
@@ -334,11 +335,12 @@ async def test_corrupt_disk_entry_is_refetched(gateway_client, s3_config, s3, s3
     stats = stats_of(client)
 
     assert (await client.get("/images/c.png")).status == 200
-    assert service.disk is not None
-    path = service.disk.path_for(service.key_for("c.png"))
+    disk = service.cache.disk
+    assert isinstance(disk, DiskCache)
+    path = disk.path_for(service.cache.key_for("c.png"))
     assert path.is_file()
     path.write_bytes(CORRUPTIONS[corrupt](path.read_bytes()))
-    await service.memory.clear()
+    await service.cache.memory.clear()
 
     resp = await client.get("/images/c.png")
     assert resp.status == 200
@@ -348,12 +350,12 @@ async def test_corrupt_disk_entry_is_refetched(gateway_client, s3_config, s3, s3
     assert stats.disk.corrupt_dropped == 1
 
     # The refetch stored a good copy again.
-    await service.memory.clear()
+    await service.cache.memory.clear()
     again = await client.get("/images/c.png")
     assert again.headers["X-Cache"] == "HIT-DISK"
     assert sha(await again.read()) == sha(body)
     assert len(origin_gets(s3_proxy, "c.png")) == 2
-    assert temp_files(service.disk.root) == []
+    assert temp_files(disk.root) == []
 
 
 # --- disk write failures -----------------------------------------------------------
@@ -491,7 +493,7 @@ async def test_cancelled_or_impatient_callers_do_not_cancel_the_fetch(gateway_cl
     lone.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await lone
-    await _until(lambda: not service.flights.in_flight(service.key_for("lone.png")))
+    await _until(lambda: not service.flights.in_flight(service.cache.key_for("lone.png")))
     resp = await client.get("/images/lone.png")
     assert resp.headers["X-Cache"] == "HIT-MEMORY"
     assert sha(await resp.read()) == sha(body)

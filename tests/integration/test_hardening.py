@@ -34,8 +34,8 @@ async def test_junk_query_strings_share_one_cache_entry(client, s3, s3_proxy):
         assert resp.status == 200, query
         assert sha(await resp.read()) == sha(png(1))
     service = client.app[SERVICE]
-    assert len(service.memory) == 1
-    assert service.disk.entry_count == 1
+    assert len(service.cache.memory) == 1
+    assert service.cache.disk.entry_count == 1
     assert s3_proxy.gets("q.png") == 1
 
 

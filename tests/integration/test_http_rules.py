@@ -211,7 +211,7 @@ async def test_memory_budget_is_shared_out_among_workers(gateway_client, gateway
 
     client = await gateway_client(gateway_config(server={"workers": 4},
                                                  memory={"max_bytes": 4000}))
-    assert client.app[SERVICE].memory.max_bytes == 1000
+    assert client.app[SERVICE].cache.memory.max_bytes == 1000
 
 
 async def test_disk_budget_is_shared_out_among_workers(gateway_client, gateway_config):
@@ -219,4 +219,4 @@ async def test_disk_budget_is_shared_out_among_workers(gateway_client, gateway_c
 
     client = await gateway_client(gateway_config(server={"workers": 2},
                                                  disk={"max_bytes": 8000}))
-    assert client.app[SERVICE].disk.max_bytes == 4000
+    assert client.app[SERVICE].cache.disk.max_bytes == 4000

@@ -337,12 +337,12 @@ async def test_a_purge_always_moves_to_a_new_key(admin_client):
     from gateway.web.keys import SERVICE
 
     service = admin_client.app[SERVICE]
-    service.versions["k.png"] = 50
+    service.cache.versions["k.png"] = 50
     await service.purge_local("k.png", 7)  # an older number (another replica's Redis)
-    assert service.versions["k.png"] == 51
+    assert service.cache.versions["k.png"] == 51
     await service.purge_local("k.png", None)  # version unknown (Redis unreachable)
-    assert service.versions["k.png"] == 52
+    assert service.cache.versions["k.png"] == 52
     await service.purge_local("k.png", 900)
-    assert service.versions["k.png"] == 900
+    assert service.cache.versions["k.png"] == 900
     await service.purge_local("k.png", 900)  # our own purge's message coming back
-    assert service.versions["k.png"] == 900
+    assert service.cache.versions["k.png"] == 900

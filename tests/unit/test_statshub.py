@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -37,7 +36,9 @@ def make_hub(shared, pid=None, clock_start=1000.0, on_clear=None):
     memory = MemoryCache(1000, 1000, max_stale=0)
     now = [clock_start]
     hub = StatsHub(stats=stats, recorder=recorder,
-                   service=SimpleNamespace(memory=memory, disk=None),
+                   figures=lambda: ({}, {"memory.bytes": memory.size_bytes,
+                                         "memory.entries": len(memory),
+                                         "memory.limit": memory.max_bytes}),
                    redis_health=None, shared_dir=shared, on_clear=on_clear,
                    clock=lambda: now[0])
     if pid is not None:

@@ -7,7 +7,7 @@ from multidict import MultiDict
 
 from gateway.config import ConfigError, TransformConfig, from_mapping, load
 from gateway.errors import BadRequest
-from gateway.variants.service import VariantSpec, negotiate, parse_spec, wants_variant
+from gateway.variants.spec import VariantSpec, negotiate, parse_spec, wants_variant
 
 CONFIG = TransformConfig()
 ALL = frozenset({"webp", "avif", "jpeg", "png"})

@@ -1,0 +1,193 @@
+"""TieredCache: memory over disk, with per-image versions in the keys.
+
+The one place that knows the order of the layers: look up (memory, then disk,
+promoting a disk hit into memory and keeping an expired copy for stale serving
+or revalidation), store in both, renew after a 304, purge an image (every
+version and variant) and clear. The service and the variant service ask it;
+nothing else touches the layers.
+
+Versions: a purge moves an image's version forward and the version is part of
+every cache key, so a fetch that was in flight during the purge lands under a
+key nobody asks for any more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.cache.disk import DiskCache
+from gateway.cache.memory import MemoryCache
+from gateway.model import Blob, Entry, FileBlob, Layer, ObjectMeta, Served, cache_key
+
+
+class NoDisk:
+    """The disk layer when ``disk.enabled`` is false: finds nothing, keeps nothing."""
+
+    enabled = False
+    size_bytes = 0
+    entry_count = 0
+    max_bytes = 0
+
+    async def get(self, key: str) -> None:
+        return None
+
+    async def put(self, key: str, blob: Blob) -> None:
+        return None
+
+    async def refresh(self, key: str, meta: ObjectMeta) -> None:
+        return None
+
+    async def purge(self, image_id: str) -> int:
+        return 0
+
+    async def clear(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class Lookup:
+    """What the layers hold for one key: a fresh entry with its layer, or (maybe) an
+    expired copy. Whoever receives a FileBlob in either closes it."""
+
+    hit: Served | None = None
+    stale: Entry | None = None
+
+
+class TieredCache:
+    def __init__(self, memory: MemoryCache, disk: DiskCache | NoDisk,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.memory = memory
+        self.disk = disk
+        self.clock = clock
+        self.versions: dict[str, int] = {}
+
+    @property
+    def disk_enabled(self) -> bool:
+        return isinstance(self.disk, DiskCache)
+
+    def version_of(self, image_id: str) -> int:
+        return self.versions.get(image_id, 0)
+
+    def key_for(self, image_id: str, variant: str = "") -> str:
+        return cache_key(image_id, self.versions.get(image_id, 0), variant)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def lookup(self, key: str, now: float) -> Lookup:
+        """The nearest fresh copy (a disk hit that fits is promoted into memory),
+        else the expired copy the layers still hold, if any."""
+        blob = self.memory.get_nowait(key)
+        if blob is not None and blob.meta.fresh(now):
+            return Lookup(Served(Layer.MEMORY, blob))
+        entry = await self.disk.get(key)
+        if entry is not None and entry.meta.fresh(now):
+            if isinstance(entry, Blob):
+                self.memory.put_nowait(key, entry)
+            return Lookup(Served(Layer.DISK, entry))
+        if blob is None:
+            return Lookup(stale=entry)
+        if entry is not None:
+            entry.close()
+        return Lookup(stale=blob)
+
+    def in_memory(self, key: str) -> Blob | None:
+        """The memory copy, fresh or not (no disk I/O)."""
+        return self.memory.get_nowait(key)
+
+    async def any_copy(self, key: str) -> Entry | None:
+        """Whatever copy the layers hold, fresh or not, without promoting it."""
+        blob = self.memory.get_nowait(key)
+        if blob is not None:
+            return blob
+        return await self.disk.get(key)
+
+    async def fresh_on_disk(self, key: str) -> Blob | None:
+        """A fresh memory-sized copy on disk: what another process sharing the disk
+        folder (a worker, a replica on this host) has just written."""
+        entry = await self.disk.get(key)
+        if isinstance(entry, Blob) and entry.meta.fresh(self.clock()):
+            return entry
+        if entry is not None:
+            entry.close()
+        return None
+
+    async def has_fresh(self, key: str) -> bool:
+        """Whether a fresh copy is in memory or on disk (nothing promoted)."""
+        now = self.clock()
+        blob = self.memory.get_nowait(key)
+        if blob is not None and blob.meta.fresh(now):
+            return True
+        entry = await self.disk.get(key)
+        if entry is None:
+            return False
+        entry.close()
+        return entry.meta.fresh(now)
+
+    # -- writes ------------------------------------------------------------------
+
+    def remember(self, key: str, blob: Blob) -> None:
+        """Memory only: for entries that are cheap to remake (fallback variants)."""
+        self.memory.put_nowait(key, blob)
+
+    async def store(self, key: str, blob: Blob) -> None:
+        self.memory.put_nowait(key, blob)
+        await self.disk.put(key, blob)
+
+    async def adopt(self, key: str, blob: Blob) -> None:
+        """Store another replica's result: in memory, and on disk unless a process
+        sharing our disk folder has written it already."""
+        self.memory.put_nowait(key, blob)
+        entry = await self.disk.get(key)
+        if entry is None:
+            await self.disk.put(key, blob)
+        else:
+            entry.close()
+
+    async def renew(self, key: str, held: Entry, meta: ObjectMeta) -> Entry:
+        """New freshness for bytes the caller holds (the origin answered 304, or the
+        original of a variant is unchanged): both layers get ``meta``; the returned
+        entry is ``held`` with it (the same open file for a FileBlob)."""
+        if isinstance(held, FileBlob):
+            renewed: Entry = FileBlob(meta, held.file, held.offset)
+        else:
+            renewed = Blob(meta, held.body)
+            self.memory.put_nowait(key, renewed)
+        await self.disk.refresh(key, meta)
+        return renewed
+
+    async def purge(self, image_id: str, version: int | None = None) -> bool:
+        """Drop every cached version and variant of one image.
+
+        Later reads use a key no earlier read used: ``version`` when it is newer
+        than ours, else our version + 1. ``version`` equal to ours is a purge
+        already applied here (our own message coming back): nothing is done and
+        False returned.
+        """
+        current = self.versions.get(image_id, 0)
+        if version is not None and version == current:
+            return False
+        self.versions[image_id] = (version if version is not None and version > current
+                                   else current + 1)
+        await self.memory.purge(image_id)
+        await self.disk.purge(image_id)
+        return True
+
+    async def clear(self) -> tuple[int, int]:
+        """Empty both layers of this process; (memory, disk) entries dropped."""
+        counts = (len(self.memory), self.disk.entry_count)
+        await self.memory.clear()
+        await self.disk.clear()
+        return counts
+
+    def gauges(self) -> dict[str, float]:
+        """Sizes and bounds of each layer, for metrics."""
+        out: dict[str, float] = {"memory.bytes": self.memory.size_bytes,
+                                 "memory.entries": len(self.memory),
+                                 "memory.limit": self.memory.max_bytes}
+        if self.disk_enabled:
+            out.update({"disk.bytes": self.disk.size_bytes,
+                        "disk.entries": self.disk.entry_count,
+                        "disk.limit": self.disk.max_bytes})
+        return out
