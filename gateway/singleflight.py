@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from gateway.errors import LockTimeout
+from gateway.tasks import BackgroundTasks
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class SingleFlight(Generic[T]):
     def __init__(self, lock_timeout: float) -> None:
         self.lock_timeout = lock_timeout
         self._flights: dict[str, _Flight[T]] = {}
-        self._abandoned: set[asyncio.Task[T]] = set()
+        self._abandoned = BackgroundTasks("singleflight-abandoned")
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -85,12 +86,12 @@ class SingleFlight(Generic[T]):
             del self._flights[key]
             log.warning("single-flight for %s exceeded the lock timeout; abandoned", key)
         if not flight.task.done():
-            self._abandoned.add(flight.task)
-            flight.task.add_done_callback(self._abandoned.discard)
+            self._abandoned.adopt(flight.task)
 
     async def close(self) -> None:
-        tasks = [f.task for f in self._flights.values()] + list(self._abandoned)
+        tasks = [f.task for f in self._flights.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._abandoned.cancel_all()
         self._flights.clear()

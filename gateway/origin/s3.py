@@ -8,7 +8,6 @@ the project's own errors.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from email.utils import parsedate_to_datetime
@@ -21,6 +20,7 @@ from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import checked_type
 from gateway.origin.presign import SignedUrl, UrlStore
+from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class S3Origin:
         self.max_bytes = max_bytes
         self.allowed_types = allowed_types
         self._timeout = timeout
-        self._resigning: dict[str, asyncio.Task[None]] = {}
+        self._resigning = BackgroundTasks("resign")
 
     def object_key(self, image_id: str) -> str:
         return f"{self.prefix}{image_id}"
@@ -77,11 +77,7 @@ class S3Origin:
         return self.url_ttl * 0.8
 
     def _resign_soon(self, image_id: str) -> None:
-        if image_id in self._resigning:
-            return
-        task = asyncio.get_running_loop().create_task(self._resign(image_id))
-        self._resigning[image_id] = task
-        task.add_done_callback(lambda _: self._resigning.pop(image_id, None))
+        self._resigning.spawn(self._resign(image_id), key=image_id)
 
     async def _resign(self, image_id: str) -> None:
         try:
@@ -184,10 +180,7 @@ class S3Origin:
 
     async def close(self) -> None:
         # The client and session belong to create_app's cleanup context.
-        tasks = list(self._resigning.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._resigning.cancel_all()
 
 
 class _Forbidden:

@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest, GatewayError
 from gateway.model import Layer, validate_image_id, validate_user_id
-from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE
+from gateway.web.keys import PARTS
 from gateway.web.middlewares import error_response
 from gateway.web.variants import upload_image
 
@@ -52,7 +52,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def purge_image(request: web.Request) -> web.Response:
     image_id = validate_image_id(request.match_info["image_id"])
-    result = await request.config_dict[INVALIDATOR].purge(image_id)
+    result = await request.config_dict[PARTS].invalidator.purge(image_id)
     return web.json_response({"success": True, "image_id": image_id,
                               "version": result.version, "propagated": result.propagated})
 
@@ -64,20 +64,20 @@ async def put_alias(request: web.Request) -> web.Response:
     if not isinstance(image_id, str):
         raise BadRequest("image_id must be a string")
     validate_image_id(image_id)
-    propagated = await request.config_dict[INVALIDATOR].set_alias(user_id, image_id)
+    propagated = await request.config_dict[PARTS].invalidator.set_alias(user_id, image_id)
     return web.json_response({"success": True, "user_id": user_id, "image_id": image_id,
                               "propagated": propagated})
 
 
 async def delete_alias(request: web.Request) -> web.Response:
     user_id = validate_user_id(request.match_info["user_id"])
-    propagated = await request.config_dict[INVALIDATOR].delete_alias(user_id)
+    propagated = await request.config_dict[PARTS].invalidator.delete_alias(user_id)
     return web.json_response({"success": True, "user_id": user_id,
                               "propagated": propagated})
 
 
 async def prefetch(request: web.Request) -> web.Response:
-    config = request.config_dict[CONFIG].admin
+    config = request.config_dict[PARTS].config.admin
     data = await _json_body(request)
     ids = data.get("image_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -85,7 +85,7 @@ async def prefetch(request: web.Request) -> web.Response:
     if len(ids) > config.prefetch_max:
         raise BadRequest(f"at most {config.prefetch_max} image_ids per call")
     unique = list(dict.fromkeys(validate_image_id(i) for i in ids))
-    service = request.config_dict[SERVICE]
+    service = request.config_dict[PARTS].service
     gate = asyncio.Semaphore(config.prefetch_concurrency)
     counts = {"fetched": 0, "already_cached": 0, "missing": 0, "failed": 0}
 

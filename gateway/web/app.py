@@ -49,19 +49,7 @@ from gateway.web import admin as admin_routes
 from gateway.web import dashboard, handlers, stats_view
 from gateway.web.admin import bearer_auth
 from gateway.web.clientaddr import ClientAddress
-from gateway.web.keys import (
-    ALIASES,
-    CACHE,
-    CONFIG,
-    HEALTH,
-    HUB,
-    INVALIDATOR,
-    REDIS_HEALTH,
-    SERVICE,
-    STATS,
-    UPLOADER,
-    VARIANTS,
-)
+from gateway.web.keys import PARTS, Parts
 from gateway.web.middlewares import errors, require_signature
 from gateway.web.observability import metrics, observe
 from gateway.web.ratelimit import TokenBuckets, rate_limit
@@ -146,18 +134,11 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
 
     app = web.Application(middlewares=_middlewares(config, recorder, stats),
                           client_max_size=1024 * 1024)
-    app[CONFIG] = config
-    app[STATS] = stats
-    app[SERVICE] = service
-    app[CACHE] = cache
-    app[HEALTH] = health
-    app[ALIASES] = aliases
-    app[INVALIDATOR] = invalidator
-    app[REDIS_HEALTH] = link.health
-    app[VARIANTS] = variants
-    app[HUB] = hub
-    if isinstance(raw_origin, Uploadable):
-        app[UPLOADER] = raw_origin
+    app[PARTS] = Parts(
+        config=config, service=service, cache=cache, variants=variants,
+        invalidator=invalidator, aliases=aliases, stats=stats, hub=hub, health=health,
+        redis_health=link.health,
+        uploader=raw_origin if isinstance(raw_origin, Uploadable) else None)
 
     async def run_hub(_: web.Application) -> AsyncIterator[None]:
         await hub.start()

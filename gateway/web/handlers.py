@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.model import Layer, Served, validate_image_id, validate_user_id
-from gateway.web.keys import ALIASES, CONFIG, HEALTH, SERVICE
+from gateway.web.keys import PARTS
 from gateway.web.responses import image_response
 from gateway.web.variants import variant_image, variant_spec
 
@@ -15,23 +15,23 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     spec = variant_spec(request)  # issue 8: ?w=&h=&fit=&format=&q= (docs/variants.md)
     if spec is not None:
         return await variant_image(request, image_id, spec)
-    served = await request.app[SERVICE].get(image_id)
-    return _respond(request, served, request.app[CONFIG].http.cache_control)
+    served = await request.app[PARTS].service.get(image_id)
+    return _respond(request, served, request.app[PARTS].config.http.cache_control)
 
 
 async def get_user_image(request: web.Request) -> web.StreamResponse:
     user_id = validate_user_id(request.match_info["user_id"])
     spec = variant_spec(request)
-    service = request.app[SERVICE]
-    image_id = await request.app[ALIASES].resolve(user_id)
+    service = request.app[PARTS].service
+    image_id = await request.app[PARTS].aliases.resolve(user_id)
     if spec is not None:
         return await variant_image(request, image_id, spec, user=True)
     served = service.fallback_for_unknown() if image_id is None else await service.get(image_id)
-    return _respond(request, served, request.app[CONFIG].http.user_cache_control)
+    return _respond(request, served, request.app[PARTS].config.http.user_cache_control)
 
 
 def _respond(request: web.Request, served: Served, cache_control: str) -> web.StreamResponse:
-    config = request.app[CONFIG]
+    config = request.app[PARTS].config
     if served.layer is Layer.FALLBACK:
         cache_control = config.http.fallback_cache_control  # short: the image may appear
     return image_response(request, served, cache_control, config.server.send_timeout)
@@ -39,7 +39,7 @@ def _respond(request: web.Request, served: Served, cache_control: str) -> web.St
 
 async def get_image_url(request: web.Request) -> web.Response:
     image_id = validate_image_id(request.match_info["image_id"])
-    signed = await request.app[SERVICE].url(image_id)
+    signed = await request.app[PARTS].service.url(image_id)
     if signed is None:  # an origin without presigned URLs: the stable URL is the URL
         url, expires_at = str(request.url.with_path(f"/images/{image_id}")
                               .with_query(None)), None
@@ -55,6 +55,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    report = await request.app[HEALTH].check()
+    report = await request.app[PARTS].health.check()
     status = 503 if report["status"] == "draining" else 200
     return web.json_response(report, status=status, headers={"Cache-Control": "no-store"})

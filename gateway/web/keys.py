@@ -1,6 +1,8 @@
-"""Every typed key of the app and its requests: what create_app wires, handlers read."""
+"""The typed keys of the app and its requests: what create_app wires, handlers read."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -17,18 +19,25 @@ from gateway.origin import Uploadable
 from gateway.service import ImageService
 from gateway.variants.service import VariantService
 
-CONFIG = web.AppKey("config", Config)
-SERVICE = web.AppKey("service", ImageService)
-CACHE = web.AppKey("cache", TieredCache)
-STATS = web.AppKey("stats", Stats)
-HEALTH = web.AppKey("health", Health)
-INVALIDATOR = web.AppKey("invalidator", Invalidator)
-ALIASES = web.AppKey("aliases", AliasStore)
-REDIS_HEALTH = web.AppKey("redis_health", RedisHealth)
-VARIANTS = web.AppKey("variants", VariantService)
-HUB = web.AppKey("stats_hub", StatsHub)
-#: The origin's upload capability; absent when the origin cannot store objects.
-UPLOADER = web.AppKey("uploader", Uploadable)
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Everything create_app built that a handler may use, under one key."""
+
+    config: Config
+    service: ImageService
+    cache: TieredCache
+    variants: VariantService
+    invalidator: Invalidator
+    aliases: AliasStore
+    stats: Stats
+    hub: StatsHub
+    health: Health
+    redis_health: RedisHealth
+    uploader: Uploadable | None  # None: the origin cannot store objects
+
+
+PARTS = web.AppKey("parts", Parts)
 
 #: The layer an image answer came from (set where the response is made), read by the
 #: metrics middleware: nothing re-reads X-Cache to learn what the service did.

@@ -22,7 +22,7 @@ from gateway.model import Layer
 from gateway.observe.counters import Stats
 from gateway.observe.metrics import Recorder, render_prometheus
 from gateway.web.accesslog import body_bytes
-from gateway.web.keys import ANSWER_LAYER, HUB
+from gateway.web.keys import ANSWER_LAYER, PARTS
 
 _UNMATCHED = "unmatched"
 
@@ -80,7 +80,7 @@ def observe(recorder: Recorder, stats: Stats) -> Middleware:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    aggregate = await request.config_dict[HUB].aggregate()
+    aggregate = await request.config_dict[PARTS].hub.aggregate()
     live = sum(1 for w in aggregate.workers if w.live)
     body = render_prometheus(aggregate.totals, live)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.errors import BadRequest
 from gateway.observe.report import build_report
-from gateway.web.keys import CACHE, CONFIG, HUB
+from gateway.web.keys import PARTS
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -19,22 +19,22 @@ async def get_stats(request: web.Request) -> web.Response:
     raw = request.query.get("top", "10")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         raise BadRequest("top must be a whole number from 1 to 100")
-    hub = request.config_dict[HUB]
+    hub = request.config_dict[PARTS].hub
     aggregate = await hub.aggregate()
-    report = build_report(aggregate, await hub.baseline(), request.config_dict[CONFIG],
+    report = build_report(aggregate, await hub.baseline(), request.config_dict[PARTS].config,
                           top=int(raw))
     return web.json_response(report, headers=NO_STORE)
 
 
 async def reset_stats(request: web.Request) -> web.Response:
-    baseline = await request.config_dict[HUB].reset()
+    baseline = await request.config_dict[PARTS].hub.reset()
     return web.json_response({"success": True, "since": round(baseline.at, 3),
                               "generation": baseline.generation}, headers=NO_STORE)
 
 
 async def clear_cache(request: web.Request) -> web.Response:
-    hub = request.config_dict[HUB]
-    memory, disk = await request.config_dict[CACHE].clear()
+    hub = request.config_dict[PARTS].hub
+    memory, disk = await request.config_dict[PARTS].cache.clear()
     await hub.request_clear()
     return web.json_response({
         "success": True,

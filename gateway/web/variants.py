@@ -8,7 +8,7 @@ from aiohttp import web
 from gateway.errors import BadRequest, UploadsUnsupported
 from gateway.model import Layer, Served, digest_of, etag_for, validate_image_id
 from gateway.variants.spec import VariantSpec, wants_variant
-from gateway.web.keys import CONFIG, INVALIDATOR, SERVICE, UPLOADER, VARIANTS
+from gateway.web.keys import PARTS
 from gateway.web.responses import image_response
 
 
@@ -17,14 +17,14 @@ def variant_spec(request: web.Request) -> VariantSpec | None:
     original: no variant parameter at all (``?v=123`` cache-busters are ignored)."""
     if not request.query_string or not wants_variant(request.query):
         return None
-    return request.app[VARIANTS].parse(request.query)
+    return request.app[PARTS].variants.parse(request.query)
 
 
 async def variant_image(request: web.Request, image_id: str | None, spec: VariantSpec, *,
                         user: bool = False) -> web.StreamResponse:
     """Answer with the variant of ``image_id`` (None: an unknown user -> the fallback)."""
-    variants = request.app[VARIANTS]
-    service = request.app[SERVICE]
+    variants = request.app[PARTS].variants
+    service = request.app[PARTS].service
     vary = None if spec.negotiated else "Accept"
     spec = variants.negotiate(spec, request.headers.get("Accept"))
     served: Served
@@ -35,7 +35,7 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
         served = await variants.for_unknown(spec)
     else:
         served = await variants.get(image_id, spec)
-    config = request.app[CONFIG]
+    config = request.app[PARTS].config
     if served.layer is Layer.FALLBACK:
         cache_control = config.http.fallback_cache_control
     else:
@@ -49,15 +49,15 @@ async def upload_image(request: web.Request) -> web.Response:
     its bytes; it is stored as ``transform.upload_size`` square (cover crop),
     metadata stripped, then every cached copy and variant is purged everywhere."""
     image_id = validate_image_id(request.match_info["image_id"])
-    uploader = request.config_dict.get(UPLOADER)
+    uploader = request.config_dict[PARTS].uploader
     if uploader is None:
         raise UploadsUnsupported()
     body = await request.read()
     if not body:
         raise BadRequest("empty body: send the picture's bytes")
-    stored = await request.config_dict[VARIANTS].prepare_upload(body)
+    stored = await request.config_dict[PARTS].variants.prepare_upload(body)
     await uploader.store(image_id, stored.body, stored.content_type)
-    result = await request.config_dict[INVALIDATOR].purge(image_id)
+    result = await request.config_dict[PARTS].invalidator.purge(image_id)
     return web.json_response({
         "success": True, "image_id": image_id, "content_type": stored.content_type,
         "width": stored.width, "height": stored.height, "size": len(stored.body),

@@ -26,7 +26,7 @@ from gateway.config import Config
 from gateway.observe.counters import Stats
 from gateway.service import ImageService
 from gateway.web.app import create_app
-from gateway.web.keys import SERVICE, STATS
+from gateway.web.keys import PARTS
 from tests.support.images import noise_png as png
 from tests.support.images import sha
 
@@ -86,11 +86,11 @@ async def get(session: aiohttp.ClientSession, url: str,
 
 
 def service_of(client: Any) -> ImageService:
-    return client.app[SERVICE]  # type: ignore[no-any-return]
+    return client.app[PARTS].service  # type: ignore[no-any-return]
 
 
 def stats_of(client: Any) -> Stats:
-    return client.app[STATS]  # type: ignore[no-any-return]
+    return client.app[PARTS].stats  # type: ignore[no-any-return]
 
 
 # --- single-flight: a cold burst ---------------------------------------------------
@@ -113,8 +113,8 @@ async def test_500_cold_requests_make_one_origin_get(serve, s3_config, s3, s3_pr
         assert {sha(b) for *_, b in cold} == {sha(body)}
         assert len({etag for _, _, etag, _ in cold}) == 1
         assert Counter(layer for _, layer, _, _ in cold) == {"MISS": 1, "COALESCED": 499}
-        assert app[STATS].origin_fetches == 1
-        assert app[STATS].coalesced == 499
+        assert app[PARTS].stats.origin_fetches == 1
+        assert app[PARTS].stats.coalesced == 499
 
         s3_proxy.heal()
         warm = await asyncio.gather(*(get(session, url) for _ in range(500)))
@@ -450,7 +450,7 @@ async def test_leader_client_disconnect_does_not_fail_waiters(serve, s3_config, 
         leader = asyncio.create_task(get(leader_session, url))
         await _until(lambda: len(origin_gets(s3_proxy, "dc.png")) == 1)
         waiters = [asyncio.create_task(get(others, url)) for _ in range(5)]
-        await _until(lambda: app[STATS].disk.misses == 6)  # all of them reached the flight
+        await _until(lambda: app[PARTS].stats.disk.misses == 6)  # all of them reached the flight
         await asyncio.sleep(0.05)
         leader.cancel()
         with contextlib.suppress(asyncio.CancelledError):

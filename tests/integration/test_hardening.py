@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from gateway.web.keys import SERVICE
+from gateway.web.keys import PARTS
 from gateway.web.signing import UrlSigner
 from tests.support.images import noise_png as png
 from tests.support.images import sha
@@ -33,7 +33,7 @@ async def test_junk_query_strings_share_one_cache_entry(client, s3, s3_proxy):
         resp = await client.get(URL(f"/images/q.png{query}", encoded=True))
         assert resp.status == 200, query
         assert sha(await resp.read()) == sha(png(1))
-    service = client.app[SERVICE]
+    service = client.app[PARTS].service
     assert len(service.cache.memory) == 1
     assert service.cache.disk.entry_count == 1
     assert s3_proxy.gets("q.png") == 1

@@ -207,16 +207,16 @@ async def test_unknown_route_is_json_404(client):
 
 
 async def test_memory_budget_is_shared_out_among_workers(gateway_client, gateway_config):
-    from gateway.web.keys import SERVICE
+    from gateway.web.keys import PARTS
 
     client = await gateway_client(gateway_config(server={"workers": 4},
                                                  memory={"max_bytes": 4000}))
-    assert client.app[SERVICE].cache.memory.max_bytes == 1000
+    assert client.app[PARTS].service.cache.memory.max_bytes == 1000
 
 
 async def test_disk_budget_is_shared_out_among_workers(gateway_client, gateway_config):
-    from gateway.web.keys import SERVICE
+    from gateway.web.keys import PARTS
 
     client = await gateway_client(gateway_config(server={"workers": 2},
                                                  disk={"max_bytes": 8000}))
-    assert client.app[SERVICE].cache.disk.max_bytes == 4000
+    assert client.app[PARTS].service.cache.disk.max_bytes == 4000

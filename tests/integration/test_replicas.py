@@ -334,9 +334,9 @@ async def test_versions_never_go_back_when_redis_loses_its_data(admin_client, re
 
 
 async def test_a_purge_always_moves_to_a_new_key(admin_client):
-    from gateway.web.keys import SERVICE
+    from gateway.web.keys import PARTS
 
-    service = admin_client.app[SERVICE]
+    service = admin_client.app[PARTS].service
     service.cache.versions["k.png"] = 50
     await service.purge_local("k.png", 7)  # an older number (another replica's Redis)
     assert service.cache.versions["k.png"] == 51

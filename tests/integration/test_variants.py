@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from gateway.web.keys import VARIANTS
+from gateway.web.keys import PARTS
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -144,7 +144,7 @@ async def test_concurrent_requests_for_one_variant_render_it_once(client, s3):
     assert {resp.status for resp, _ in answers} == {200}
     assert len({body for _, body in answers}) == 1
     assert {resp.headers["X-Cache"] for resp, _ in answers} <= {"MISS", "COALESCED"}
-    assert client.app[VARIANTS].stats.transforms == 1
+    assert client.app[PARTS].variants.stats.transforms == 1
 
 
 async def test_format_auto_negotiates_from_accept(client, s3, s3_proxy):
@@ -230,7 +230,7 @@ async def test_variants_are_kept_on_disk(gateway_client, config, s3, s3_proxy):
     again, again_body = await get(second, "/images/d.png?w=48&format=webp")
     assert again.headers["X-Cache"] == "HIT-DISK"
     assert again_body == body and again.headers["ETag"] == made.headers["ETag"]
-    assert second.app[VARIANTS].stats.transforms == 0
+    assert second.app[PARTS].variants.stats.transforms == 0
     assert s3_proxy.gets("d.png") == 1
 
 
@@ -241,7 +241,7 @@ async def test_missing_image_gives_the_fallback_as_the_variant(client):
         assert resp.headers["X-Cache"] == "FALLBACK"
         assert resp.headers["Cache-Control"] == "public, max-age=60"
         assert decoded(body).size == (64, 64) and decoded(body).format == "WEBP"
-    assert client.app[VARIANTS].stats.transforms == 1
+    assert client.app[PARTS].variants.stats.transforms == 1
 
 
 async def test_user_picture_variants(client, s3):
@@ -394,7 +394,7 @@ async def test_expired_variant_follows_its_original(gateway_client, config, s3, 
     client = await gateway_client(config(disk={"ttl": 1, "ttl_jitter": 0}))
     s3.put("t.png", photo())
     made, body = await get(client, "/images/t.png?w=64")
-    stats = client.app[VARIANTS].stats
+    stats = client.app[PARTS].variants.stats
     await asyncio.sleep(1.1)
     # Expired with its original: the original is revalidated (unchanged), the
     # variant kept without rendering it again.
@@ -437,7 +437,7 @@ async def test_saturated_pool_answers_503_at_once(gateway_client, config, s3):
     assert max(t for *_, t in busy) < min(t for *_, t in ok)
     for _resp, body, _ in ok:
         assert decoded(body).size == (512, 512)
-    assert client.app[VARIANTS].pool.pending == 0
+    assert client.app[PARTS].variants.pool.pending == 0
     # once the pool has room, the refused variants are made
     resp, body = await get(client, f"/images/big.png?{queries[-1]}")
     assert resp.status == 200 and decoded(body).format == "AVIF"
