@@ -10,30 +10,19 @@ from gateway.model import Blob, image_of
 from gateway.observe.counters import LayerCounters
 
 
-def _body_size(blob: Blob) -> int:
-    return len(blob.body)
-
-
-def _image_of_key(key: str, _blob: Blob) -> str:
-    return image_of(key)
-
-
 class MemoryCache:
     name = "memory"
 
     def __init__(self, max_bytes: int, max_object_bytes: int, max_stale: float,
                  counters: LayerCounters | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        self.max_bytes = max_bytes
         self.max_object_bytes = min(max_object_bytes, max_bytes)
         self.max_stale = max_stale
         self.counters = counters or LayerCounters()
         self._clock = clock
-        self._entries: ByteLRU[str, Blob] = ByteLRU(max_bytes, size_of=_body_size,
-                                                    image_of=_image_of_key)
-
-    @property
-    def max_bytes(self) -> int:
-        return self._entries.max_bytes
+        self._entries: ByteLRU[str, Blob] = ByteLRU(
+            max_bytes, size_of=lambda blob: len(blob.body), image_of=lambda key, _: image_of(key))
 
     @property
     def size_bytes(self) -> int:

@@ -17,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cache import disk as disk_module
-from gateway.cache.disk import (
-    HEADER_SIZE,
-    MAGIC,
-    TEMP_PREFIX,
-    TOUCH_INTERVAL,
-    DiskCache,
-    encode_header,
-    key_hash,
-)
+from gateway.cache.disk import DiskCache
+from gateway.cache.disk import files as files_module
+from gateway.cache.disk import jobs as jobs_module
+from gateway.cache.disk.files import TEMP_PREFIX, key_hash
+from gateway.cache.disk.format import HEADER_SIZE, MAGIC, encode_header, read_meta
+from gateway.cache.disk.jobs import TOUCH_INTERVAL, DiskJobs
 from gateway.model import Blob, FileBlob, ObjectMeta, make_meta
 from gateway.observe.counters import LayerCounters
 
@@ -57,6 +53,8 @@ def temps_under(root: Path) -> list[Path]:
 
 
 MakeCache = Callable[..., Awaitable[DiskCache]]
+#: The modules whose code opens cache files: the jobs, and the atomic write they use.
+FILE_OPENERS = [jobs_module, files_module]
 
 
 @pytest.fixture
@@ -324,7 +322,8 @@ async def test_write_error_no_space(cache: DiskCache, tmp_path: Path, failing: s
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if failing == "open":
-        monkeypatch.setattr(disk_module, "open", no_space, raising=False)
+        for module in FILE_OPENERS:
+            monkeypatch.setattr(module, "open", no_space, raising=False)
     else:
         monkeypatch.setattr(os, failing, no_space)
     with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
@@ -370,7 +369,8 @@ async def test_all_file_io_runs_in_the_executor_one_job_per_operation(
         submitted.append(fn)
         return real_submit(fn, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(disk_module, "open", spy_open, raising=False)
+    for module in FILE_OPENERS:
+        monkeypatch.setattr(module, "open", spy_open, raising=False)
     monkeypatch.setattr(cache._executor, "submit", spy_submit)
     await cache.put("a.png/0/", blob(os.urandom(5000)))
     assert len(submitted) == 1
@@ -538,13 +538,13 @@ async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
     await first.close()
 
     release = threading.Event()
-    real_scan_job = DiskCache._scan_job
+    real_scan_job = DiskJobs.scan
 
-    def slow_scan_job(self: DiskCache, *args: object) -> object:
+    def slow_scan_job(self: DiskJobs, *args: object) -> object:
         assert release.wait(timeout=10)
         return real_scan_job(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(DiskCache, "_scan_job", slow_scan_job)
+    monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
     second = await make_cache(scan=False)  # returns although the scan is blocked
     assert second.entry_count == 0
     assert await second.get("b.png/0/") == blob(b"b")  # unscanned files are served
@@ -573,15 +573,15 @@ async def test_entry_deleted_during_the_scan_does_not_come_back(
     await first.close()
 
     headers_read, release = threading.Event(), threading.Event()
-    real_scan_job = DiskCache._scan_job
+    real_scan_job = DiskJobs.scan
 
-    def slow_scan_job(self: DiskCache, *args: object) -> object:
+    def slow_scan_job(self: DiskJobs, *args: object) -> object:
         result = real_scan_job(self, *args)  # type: ignore[arg-type]
         headers_read.set()
         assert release.wait(timeout=10)
         return result
 
-    monkeypatch.setattr(DiskCache, "_scan_job", slow_scan_job)
+    monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
     second = await make_cache(scan=False)
     assert await asyncio.to_thread(headers_read.wait, 10)  # the scan has seen a, b and c
     await second.delete("a/0/")
@@ -682,7 +682,7 @@ def test_encode_header_round_trips_through_the_reader(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(encode_header("k/0/", meta) + b"body")
     with path.open("rb") as f:
-        assert disk_module._read_meta(f, path.stat().st_size)[:2] == ("k/0/", meta)
+        assert read_meta(f, path.stat().st_size)[:2] == ("k/0/", meta)
 
 
 async def test_verified_file_changed_in_place_is_verified_again(make_cache: MakeCache) -> None:
