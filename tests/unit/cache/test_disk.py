@@ -699,3 +699,93 @@ async def test_verified_file_changed_in_place_is_verified_again(make_cache: Make
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert await cache.get("img.png/0/") is None
     assert cache.counters.corrupt_dropped == 1
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the bodies the read and refresh jobs hash, in order."""
+    sizes: list[int] = []
+    real_digest_of, real_hash_body = jobs_module.digest_of, jobs_module.hash_body
+
+    def digest_of(body: bytes) -> str:
+        sizes.append(len(body))
+        return real_digest_of(body)
+
+    def hash_body(f: object, size: int, sink: object = None) -> str:
+        sizes.append(size)
+        return real_hash_body(f, size, sink)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs_module, "digest_of", digest_of)
+    monkeypatch.setattr(jobs_module, "hash_body", hash_body)
+    return sizes
+
+
+async def got(cache: DiskCache, key: str) -> bytes | None:
+    entry = await cache.get(key)
+    if entry is None:
+        return None
+    if isinstance(entry, FileBlob):
+        with entry.file:
+            return entry.file.read()
+    return entry.body
+
+
+@pytest.mark.parametrize("size", [500, 5000], ids=["inline", "file"])
+async def test_unchanged_file_is_hashed_once(cache: DiskCache, hashed: list[int],
+                                             size: int) -> None:
+    body = os.urandom(size)
+    await cache.put("a.png/0/", blob(body))
+    assert hashed == []  # a write does not vouch for what is on disk
+    for _ in range(3):
+        assert await got(cache, "a.png/0/") == body
+    assert hashed == [size]
+    path = cache.path_for("a.png/0/")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: checked again
+    assert await got(cache, "a.png/0/") == body
+    assert await got(cache, "a.png/0/") == body
+    assert hashed == [size, size]
+
+
+async def test_marks_go_with_the_files_they_vouch_for(make_cache: MakeCache,
+                                                      hashed: list[int]) -> None:
+    """Replacing, evicting, deleting, refreshing, purging, rejecting or clearing a
+    file drops its mark: none may vouch for whatever takes its place."""
+    def body(tag: str) -> bytes:
+        return bytes(500) + tag.encode()
+
+    entry_size = len(encode_header("a/0/", blob(body("a/0/")).meta)) + len(body("a/0/"))
+    cache = await make_cache(max_bytes=3 * entry_size)
+    marks = cache._jobs.verified
+    for key in ["a/0/", "b/0/", "c/0/"]:
+        await cache.put(key, blob(body(key)))
+        assert await got(cache, key) == body(key)
+    assert set(marks) == {key_hash(k) for k in ["a/0/", "b/0/", "c/0/"]}
+    assert len(hashed) == 3
+
+    await cache.put("a/0/", blob(body("A/0/")))  # replaced
+    assert set(marks) == {key_hash("b/0/"), key_hash("c/0/")}
+    assert await got(cache, "a/0/") == body("A/0/")
+    assert len(hashed) == 4
+
+    await cache.put("d/0/", blob(body("d/0/")))  # evicts b, the least recently used
+    assert cache.counters.evictions == 1 and not cache.path_for("b/0/").exists()
+    await cache.delete("c/0/")
+    assert set(marks) == {key_hash("a/0/")}
+
+    await cache.refresh("a/0/", blob(body("A/0/")).meta.revalidated(T0 + 1, TTL))
+    assert marks == {}  # a new file: hashed on its next read
+    assert await got(cache, "a/0/") == body("A/0/")
+    assert len(hashed) == 6  # the refresh's copy, then that read
+    assert await cache.purge("a") == 1
+    assert marks == {}
+
+    await cache.put("e/0/", blob(b"e"))
+    assert await got(cache, "e/0/") == b"e"
+    _flip_body_byte(cache.path_for("e/0/"))
+    assert await got(cache, "e/0/") is None  # its mtime moved: checked, and rejected
+    assert marks == {}
+    await cache.put("e/0/", blob(b"e"))
+    assert await got(cache, "e/0/") == b"e"
+    await cache.clear()
+    assert marks == {}
