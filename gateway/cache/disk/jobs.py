@@ -80,7 +80,7 @@ class Found:
 
 
 class DiskJobs:
-    """The executor side of one cache folder. Every method is one job."""
+    """The executor side of one cache folder: each method but ``path`` is one job."""
 
     def __init__(self, root: Path, *, max_stale: float, inline_max_bytes: int,
                  temp_grace: float) -> None:
