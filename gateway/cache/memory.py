@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from gateway.cache.lru import ByteLRU
 from gateway.model import Blob, image_of
 from gateway.observe.counters import LayerCounters
 
@@ -21,9 +21,12 @@ class MemoryCache:
         self.max_stale = max_stale
         self.counters = counters or LayerCounters()
         self._clock = clock
-        self._entries: OrderedDict[str, Blob] = OrderedDict()
-        self._keys_by_image: dict[str, set[str]] = {}
-        self.size_bytes = 0
+        self._entries: ByteLRU[str, Blob] = ByteLRU(
+            max_bytes, size_of=lambda blob: len(blob.body), image_of=lambda key, _: image_of(key))
+
+    @property
+    def size_bytes(self) -> int:
+        return self._entries.size
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -36,56 +39,35 @@ class MemoryCache:
         if blob is None:
             return None
         if self._clock() > blob.meta.expires_at + self.max_stale:
-            self._remove(key)
+            self._entries.pop(key)
             return None
-        self._entries.move_to_end(key)
+        self._entries.touch(key)
         return blob
 
     async def get(self, key: str) -> Blob | None:
         return self.get_nowait(key)
 
     def put_nowait(self, key: str, blob: Blob) -> None:
-        size = len(blob.body)
-        if not self.fits(size):
-            self._remove(key)
+        if not self.fits(len(blob.body)):
+            self._entries.pop(key)  # an older copy must not outlive this one
             return
-        self._remove(key)
-        while self._entries and self.size_bytes + size > self.max_bytes:
-            oldest = next(iter(self._entries))
-            self._remove(oldest)
-            self.counters.evictions += 1
-        self._entries[key] = blob
-        self._keys_by_image.setdefault(image_of(key), set()).add(key)
-        self.size_bytes += size
+        self._entries.add(key, blob)
+        self.counters.evictions += len(self._entries.evict())
 
     async def put(self, key: str, blob: Blob) -> None:
         self.put_nowait(key, blob)
 
     async def delete(self, key: str) -> None:
-        self._remove(key)
+        self._entries.pop(key)
 
     async def purge(self, image_id: str) -> int:
-        keys = self._keys_by_image.get(image_id, set()).copy()
+        keys = self._entries.keys_of(image_id)
         for key in keys:
-            self._remove(key)
+            self._entries.pop(key)
         return len(keys)
 
     async def clear(self) -> None:
         self._entries.clear()
-        self._keys_by_image.clear()
-        self.size_bytes = 0
 
     async def close(self) -> None:
         await self.clear()
-
-    def _remove(self, key: str) -> None:
-        blob = self._entries.pop(key, None)
-        if blob is None:
-            return
-        self.size_bytes -= len(blob.body)
-        image_id = image_of(key)
-        keys = self._keys_by_image.get(image_id)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._keys_by_image[image_id]

@@ -1,17 +1,45 @@
-"""File-system helpers of the disk cache, and the project's one atomic write."""
+"""File-system helpers of the disk cache, and the project's one atomic write.
+
+Layout
+    ``root/h[0:2]/h[2:4]/h`` with ``h = sha256(key)``. The key itself never
+    becomes part of a path, so nothing a client can influence names a file.
+
+Writes
+    A temp file (``.tmp-<random>``) in the target's folder is written, fsynced
+    and ``os.replace``d over the target, then the folder is fsynced (best
+    effort). Readers -- in this process or another replica sharing the folder --
+    therefore see the old or the new whole file, never a mix. The writer holds
+    an exclusive ``flock`` on its temp file until the rename; start-up removes
+    every temp file it can lock (its writer died), whatever its age.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import logging
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Final
 
+from gateway.cache.disk.format import HEX
+
+log = logging.getLogger(__name__)
+
 #: Temp files start with a dot: never a cache entry's name, nor an object key.
 TEMP_PREFIX: Final = ".tmp-"
+
+
+def key_hash(key: str) -> str:
+    """The file name of ``key``: sha256 of its UTF-8 bytes, lowercase hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def entry_path(root: Path, h: str) -> Path:
+    return root / h[0:2] / h[2:4] / h
 
 
 def temp_path(folder: Path) -> Path:
@@ -72,3 +100,102 @@ def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     with atomic_writer(path, durable=durable) as f:
         f.write(data)
+
+
+def unlink_if_same(path: Path, st: os.stat_result | None) -> None:
+    """Remove ``path`` if it is still the file ``st`` describes.
+
+    Another replica may have replaced a bad file with a good one since we opened
+    it; comparing inodes keeps us from deleting that (a tiny race remains between
+    the stat and the unlink, and its worst case is one lost cache entry).
+    """
+    try:
+        if st is not None:
+            current = os.stat(path)
+            if (current.st_ino, current.st_dev) != (st.st_ino, st.st_dev):
+                return
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("disk cache: cannot remove %s: %s", path, exc)
+
+
+def unlink(path: Path) -> bool:
+    """Remove ``path``; whether it was there. Failures are logged, not raised."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False  # another replica got there first
+    except OSError as exc:
+        log.warning("disk cache: cannot remove %s: %s", path, exc)
+        return False
+
+
+def remove_temps(folder: Path, cutoff: float) -> int:
+    """Remove temp files whose writer is gone: a live writer holds an exclusive
+    flock on its temp file until it is renamed, and the kernel drops the lock
+    when the writer dies, so "can we lock it" tells a crashed write from one in
+    progress in another process or replica on this host. Where locks are not
+    supported, files older than ``cutoff`` are taken as abandoned."""
+    try:
+        with os.scandir(folder) as it:
+            temps = [e.path for e in it if e.name.startswith(TEMP_PREFIX)]
+    except OSError as exc:
+        log.warning("disk cache: cannot list %s: %s", folder, exc)
+        return 0
+    removed = 0
+    for path in temps:
+        try:
+            if _abandoned(path, cutoff):
+                os.unlink(path)
+                removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("disk cache: cannot remove %s: %s", path, exc)
+    return removed
+
+
+def _abandoned(path: str, cutoff: float) -> bool:
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        except OSError:
+            return os.fstat(f.fileno()).st_mtime < cutoff
+        return True
+
+
+def shard_dirs(root: Path) -> Iterator[Path]:
+    """Every ``root/xx/yy`` folder, skipping whatever else lives there."""
+    try:
+        level1 = [e for e in os.scandir(root) if _is_shard(e.name) and e.is_dir()]
+    except OSError as exc:
+        log.warning("disk cache: cannot list %s: %s", root, exc)
+        return
+    for d1 in level1:
+        try:
+            level2 = [e for e in os.scandir(d1.path) if _is_shard(e.name) and e.is_dir()]
+        except OSError as exc:
+            log.warning("disk cache: cannot list %s: %s", d1.path, exc)
+            continue
+        for d2 in level2:
+            yield Path(d2.path)
+
+
+def entry_names(folder: Path) -> list[str]:
+    """Names in ``folder`` that look like a key hash; none if it cannot be listed."""
+    try:
+        with os.scandir(folder) as it:
+            return [e.name for e in it if len(e.name) == 64 and set(e.name) <= HEX]
+    except OSError as exc:
+        log.warning("disk cache: cannot list %s: %s", folder, exc)
+        return []
+
+
+def _is_shard(name: str) -> bool:
+    return len(name) == 2 and set(name) <= HEX
+

@@ -17,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cache import disk as disk_module
-from gateway.cache.disk import (
-    HEADER_SIZE,
-    MAGIC,
-    TEMP_PREFIX,
-    TOUCH_INTERVAL,
-    DiskCache,
-    encode_header,
-    key_hash,
-)
+from gateway.cache.disk import DiskCache
+from gateway.cache.disk import files as files_module
+from gateway.cache.disk import jobs as jobs_module
+from gateway.cache.disk.files import TEMP_PREFIX, key_hash
+from gateway.cache.disk.format import HEADER_SIZE, MAGIC, encode_header, read_meta
+from gateway.cache.disk.jobs import TOUCH_INTERVAL, DiskJobs
 from gateway.model import Blob, FileBlob, ObjectMeta, make_meta
 from gateway.observe.counters import LayerCounters
 
@@ -57,6 +53,8 @@ def temps_under(root: Path) -> list[Path]:
 
 
 MakeCache = Callable[..., Awaitable[DiskCache]]
+#: The modules whose code opens cache files: the jobs, and the atomic write they use.
+FILE_OPENERS = [jobs_module, files_module]
 
 
 @pytest.fixture
@@ -324,7 +322,8 @@ async def test_write_error_no_space(cache: DiskCache, tmp_path: Path, failing: s
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if failing == "open":
-        monkeypatch.setattr(disk_module, "open", no_space, raising=False)
+        for module in FILE_OPENERS:
+            monkeypatch.setattr(module, "open", no_space, raising=False)
     else:
         monkeypatch.setattr(os, failing, no_space)
     with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
@@ -370,7 +369,8 @@ async def test_all_file_io_runs_in_the_executor_one_job_per_operation(
         submitted.append(fn)
         return real_submit(fn, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(disk_module, "open", spy_open, raising=False)
+    for module in FILE_OPENERS:
+        monkeypatch.setattr(module, "open", spy_open, raising=False)
     monkeypatch.setattr(cache._executor, "submit", spy_submit)
     await cache.put("a.png/0/", blob(os.urandom(5000)))
     assert len(submitted) == 1
@@ -538,13 +538,13 @@ async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
     await first.close()
 
     release = threading.Event()
-    real_scan_job = DiskCache._scan_job
+    real_scan_job = DiskJobs.scan
 
-    def slow_scan_job(self: DiskCache, *args: object) -> object:
+    def slow_scan_job(self: DiskJobs, *args: object) -> object:
         assert release.wait(timeout=10)
         return real_scan_job(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(DiskCache, "_scan_job", slow_scan_job)
+    monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
     second = await make_cache(scan=False)  # returns although the scan is blocked
     assert second.entry_count == 0
     assert await second.get("b.png/0/") == blob(b"b")  # unscanned files are served
@@ -573,15 +573,15 @@ async def test_entry_deleted_during_the_scan_does_not_come_back(
     await first.close()
 
     headers_read, release = threading.Event(), threading.Event()
-    real_scan_job = DiskCache._scan_job
+    real_scan_job = DiskJobs.scan
 
-    def slow_scan_job(self: DiskCache, *args: object) -> object:
+    def slow_scan_job(self: DiskJobs, *args: object) -> object:
         result = real_scan_job(self, *args)  # type: ignore[arg-type]
         headers_read.set()
         assert release.wait(timeout=10)
         return result
 
-    monkeypatch.setattr(DiskCache, "_scan_job", slow_scan_job)
+    monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
     second = await make_cache(scan=False)
     assert await asyncio.to_thread(headers_read.wait, 10)  # the scan has seen a, b and c
     await second.delete("a/0/")
@@ -682,7 +682,7 @@ def test_encode_header_round_trips_through_the_reader(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(encode_header("k/0/", meta) + b"body")
     with path.open("rb") as f:
-        assert disk_module._read_meta(f, path.stat().st_size)[:2] == ("k/0/", meta)
+        assert read_meta(f, path.stat().st_size)[:2] == ("k/0/", meta)
 
 
 async def test_verified_file_changed_in_place_is_verified_again(make_cache: MakeCache) -> None:
@@ -699,3 +699,93 @@ async def test_verified_file_changed_in_place_is_verified_again(make_cache: Make
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert await cache.get("img.png/0/") is None
     assert cache.counters.corrupt_dropped == 1
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the bodies the read and refresh jobs hash, in order."""
+    sizes: list[int] = []
+    real_digest_of, real_hash_body = jobs_module.digest_of, jobs_module.hash_body
+
+    def digest_of(body: bytes) -> str:
+        sizes.append(len(body))
+        return real_digest_of(body)
+
+    def hash_body(f: object, size: int, sink: object = None) -> str:
+        sizes.append(size)
+        return real_hash_body(f, size, sink)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs_module, "digest_of", digest_of)
+    monkeypatch.setattr(jobs_module, "hash_body", hash_body)
+    return sizes
+
+
+async def got(cache: DiskCache, key: str) -> bytes | None:
+    entry = await cache.get(key)
+    if entry is None:
+        return None
+    if isinstance(entry, FileBlob):
+        with entry.file:
+            return entry.file.read()
+    return entry.body
+
+
+@pytest.mark.parametrize("size", [500, 5000], ids=["inline", "file"])
+async def test_unchanged_file_is_hashed_once(cache: DiskCache, hashed: list[int],
+                                             size: int) -> None:
+    body = os.urandom(size)
+    await cache.put("a.png/0/", blob(body))
+    assert hashed == []  # a write does not vouch for what is on disk
+    for _ in range(3):
+        assert await got(cache, "a.png/0/") == body
+    assert hashed == [size]
+    path = cache.path_for("a.png/0/")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: checked again
+    assert await got(cache, "a.png/0/") == body
+    assert await got(cache, "a.png/0/") == body
+    assert hashed == [size, size]
+
+
+async def test_marks_go_with_the_files_they_vouch_for(make_cache: MakeCache,
+                                                      hashed: list[int]) -> None:
+    """Replacing, evicting, deleting, refreshing, purging, rejecting or clearing a
+    file drops its mark: none may vouch for whatever takes its place."""
+    def body(tag: str) -> bytes:
+        return bytes(500) + tag.encode()
+
+    entry_size = len(encode_header("a/0/", blob(body("a/0/")).meta)) + len(body("a/0/"))
+    cache = await make_cache(max_bytes=3 * entry_size)
+    marks = cache._jobs.verified
+    for key in ["a/0/", "b/0/", "c/0/"]:
+        await cache.put(key, blob(body(key)))
+        assert await got(cache, key) == body(key)
+    assert set(marks) == {key_hash(k) for k in ["a/0/", "b/0/", "c/0/"]}
+    assert len(hashed) == 3
+
+    await cache.put("a/0/", blob(body("A/0/")))  # replaced
+    assert set(marks) == {key_hash("b/0/"), key_hash("c/0/")}
+    assert await got(cache, "a/0/") == body("A/0/")
+    assert len(hashed) == 4
+
+    await cache.put("d/0/", blob(body("d/0/")))  # evicts b, the least recently used
+    assert cache.counters.evictions == 1 and not cache.path_for("b/0/").exists()
+    await cache.delete("c/0/")
+    assert set(marks) == {key_hash("a/0/")}
+
+    await cache.refresh("a/0/", blob(body("A/0/")).meta.revalidated(T0 + 1, TTL))
+    assert marks == {}  # a new file: hashed on its next read
+    assert await got(cache, "a/0/") == body("A/0/")
+    assert len(hashed) == 6  # the refresh's copy, then that read
+    assert await cache.purge("a") == 1
+    assert marks == {}
+
+    await cache.put("e/0/", blob(b"e"))
+    assert await got(cache, "e/0/") == b"e"
+    _flip_body_byte(cache.path_for("e/0/"))
+    assert await got(cache, "e/0/") is None  # its mtime moved: checked, and rejected
+    assert marks == {}
+    await cache.put("e/0/", blob(b"e"))
+    assert await got(cache, "e/0/") == b"e"
+    await cache.clear()
+    assert marks == {}
