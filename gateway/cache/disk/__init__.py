@@ -156,7 +156,7 @@ class DiskCache:
             return False
         return await self._run(self._jobs.probe)
 
-    # -- the CacheLayer protocol -----------------------------------------------
+    # -- what the tiers ask of a layer ---------------------------------------------
 
     async def get(self, key: str) -> Blob | FileBlob | None:
         if self._closed:

@@ -39,7 +39,7 @@ def body_of(tag: str, size: int = BODY) -> bytes:
     return (tag.encode() * size)[:size]
 
 
-Layer = Any  # MemoryCache | DiskCache: both expose the CacheLayer protocol + size_bytes
+Layer = Any  # MemoryCache | DiskCache: the same get/put/delete/purge/clear + size_bytes
 MakeLayer = Callable[..., Awaitable[Layer]]
 
 
