@@ -8,7 +8,7 @@ Several workers
     (:func:`gateway.observe.workerdir.prepare_shared_dir`, passed on in
     ``$IMAGE_GATEWAY_STATS_DIR``) and removes it at exit. Every ``PUBLISH_INTERVAL``
     each worker writes its whole
-    :class:`~gateway.observe.metrics.Snapshot` there as ``w-<pid>-<start>.json`` (temp file
+    :class:`~gateway.observe.snapshot.Snapshot` there as ``w-<pid>-<start>.json`` (temp file
     + rename: readers see an old or a new file, never half of one). Whoever answers
     /metrics or /admin/stats takes its own figures live and the others' files, and
     adds them up. So the hot path stays plain ``+= 1`` on ints: no lock, no shared
@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.observe.counters import Stats
-from gateway.observe.metrics import (
-    Histogram,
-    Recorder,
+from gateway.observe.histogram import Histogram
+from gateway.observe.recorder import Recorder
+from gateway.observe.snapshot import (
     Sample,
     Snapshot,
     all_answers,

@@ -23,15 +23,11 @@ import time
 from typing import Any
 
 from gateway.config import Config
+from gateway.observe.histogram import Histogram
 from gateway.observe.hub import Aggregate, Baseline, Window
-from gateway.observe.metrics import (
-    ORIGIN_RESULTS,
-    SAVED_LAYERS,
-    TIME_SAVED_LAYERS,
-    Histogram,
-    hits_of,
-    layer_label,
-)
+from gateway.observe.prometheus import layer_label
+from gateway.observe.recorder import ORIGIN_RESULTS, SAVED_LAYERS, TIME_SAVED_LAYERS
+from gateway.observe.snapshot import hits_of
 
 # Layers in the order a request tries them; anything else (ERROR, new ones) follows.
 LAYER_ORDER = ("HIT-MEMORY", "HIT-DISK", "MISS", "REVALIDATED", "COALESCED", "STALE",

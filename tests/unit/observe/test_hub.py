@@ -17,7 +17,7 @@ from gateway.cache.memory import MemoryCache
 from gateway.config import Config
 from gateway.observe.counters import Stats
 from gateway.observe.hub import StatsHub
-from gateway.observe.metrics import Recorder
+from gateway.observe.recorder import Recorder
 from gateway.observe.report import build_report
 
 
