@@ -48,6 +48,15 @@ def layer_label(x_cache: str) -> str:
     return x_cache.lower().removeprefix("hit-")
 
 
+# Counters of the origin wrappers, not of Stats: (snapshot counter, metric, help).
+_ORIGIN_COUNTERS = (
+    ("origin.retries", "gateway_origin_retries",
+     "Origin fetches tried again after a failure a retry may cure (5xx, connection lost)."),
+    ("origin.breaker_trips", "gateway_origin_breaker_trips",
+     "Times the circuit breaker opened: the origin was not asked for a while."),
+)
+
+
 class SnapshotCollector(Collector):
     """Metric families from one (usually aggregated) Snapshot."""
 
@@ -114,6 +123,8 @@ def _origin(s: Snapshot) -> Iterator[Metric]:
                                  histogram.sum)
     yield fetches
     yield fetch_latency
+    for name, metric, doc in _ORIGIN_COUNTERS:
+        yield CounterMetricFamily(metric, doc, value=s.counter(name))
 
 
 def _service(s: Snapshot) -> Iterator[Metric]:

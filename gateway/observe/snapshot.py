@@ -41,7 +41,8 @@ class Snapshot:
 
     counters   monotonic totals since the process started, flat names:
                ``stats.<field>``, ``stats.memory.<field>``, ``http|<route>|<status>``,
-               ``bytes|<X-Cache>``, ``redis.failures``, ``variants.<event>``
+               ``bytes|<X-Cache>``, ``redis.failures``, ``origin.retries``,
+               ``origin.breaker_trips``, ``variants.<event>``
     histograms ``latency|<X-Cache>`` (seconds to answer an image request) and
                ``origin|<result>`` (seconds per origin fetch)
     gauges     ``memory.bytes`` ``memory.entries`` ``memory.limit``, the same for

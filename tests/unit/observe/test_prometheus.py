@@ -39,3 +39,22 @@ def test_exposition_parses_and_names_every_family():
     assert samples[("gateway_request_duration_seconds_bucket",
                     (("layer", "memory"), ("le", "0.00025")))] == 1
 
+
+def exposed(snapshot: Snapshot) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = render_prometheus(snapshot, workers=1).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_origin_retries_and_breaker_trips_are_exported():
+    snap = Snapshot(pid=1, started=0, written=0,
+                    counters={"origin.retries": 7, "origin.breaker_trips": 2})
+    samples = exposed(snap)
+    assert samples[("gateway_origin_retries_total", ())] == 7
+    assert samples[("gateway_origin_breaker_trips_total", ())] == 2
+
+
+def test_origin_retries_and_breaker_trips_are_zero_when_absent():
+    samples = exposed(Snapshot(pid=1, started=0, written=0))
+    assert samples[("gateway_origin_retries_total", ())] == 0
+    assert samples[("gateway_origin_breaker_trips_total", ())] == 0
