@@ -104,11 +104,11 @@ def _worker_entry(config: Config) -> None:
 def _supervise(config: Config) -> int:
     """Run N workers on one port (SO_REUSEPORT); restart a worker that dies;
     on SIGTERM/SIGINT pass it on and wait for every worker to drain."""
-    from gateway.observe.workerdir import prepare_shared_dir
+    from gateway.observe.shared import prepare_shared_dir
 
     ctx = multiprocessing.get_context("spawn")
     # Issue 5: a fresh folder where workers publish their counters, so /metrics and
-    # /admin/stats add every worker up (gateway/statshub.py); removed at exit.
+    # /admin/stats add every worker up (gateway/observe/hub.py); removed at exit.
     prepare_shared_dir()
     workers: list[multiprocessing.process.BaseProcess] = []
     stopping = False

@@ -1,7 +1,7 @@
 """/admin/stats: the figures since the last reset, what they mean, what to do.
 
-Everything is computed from an :class:`~gateway.observe.hub.Aggregate` (every worker
-of this gateway added up) minus the :class:`~gateway.observe.hub.Baseline` taken at
+Everything is computed from an :class:`~gateway.observe.aggregate.Aggregate` (every worker
+of this gateway added up) minus the :class:`~gateway.observe.aggregate.Baseline` taken at
 the last reset. Plain data in, plain data out: no aiohttp here.
 
 Definitions
@@ -23,15 +23,11 @@ import time
 from typing import Any
 
 from gateway.config import Config
-from gateway.observe.hub import Aggregate, Baseline, Window
-from gateway.observe.metrics import (
-    ORIGIN_RESULTS,
-    SAVED_LAYERS,
-    TIME_SAVED_LAYERS,
-    Histogram,
-    hits_of,
-    layer_label,
-)
+from gateway.observe.aggregate import Aggregate, Baseline, Window
+from gateway.observe.histogram import Histogram
+from gateway.observe.prometheus import layer_label
+from gateway.observe.recorder import ORIGIN_RESULTS, SAVED_LAYERS, TIME_SAVED_LAYERS
+from gateway.observe.snapshot import hits_of
 
 # Layers in the order a request tries them; anything else (ERROR, new ones) follows.
 LAYER_ORDER = ("HIT-MEMORY", "HIT-DISK", "MISS", "REVALIDATED", "COALESCED", "STALE",

@@ -33,8 +33,8 @@ from gateway.model import Blob
 from gateway.observe.counters import Stats
 from gateway.observe.health import Check, Health
 from gateway.observe.hub import StatsHub
-from gateway.observe.metrics import Recorder
-from gateway.observe.workerdir import SHARED_DIR_ENV
+from gateway.observe.recorder import Recorder
+from gateway.observe.shared import SHARED_DIR_ENV
 from gateway.origin import Origin, Uploadable
 from gateway.origin.local import LocalOrigin
 from gateway.origin.presign import MemoryUrlStore, RedisUrlStore, UrlStore

@@ -20,7 +20,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.model import Layer
 from gateway.observe.counters import Stats
-from gateway.observe.metrics import Recorder, render_prometheus
+from gateway.observe.prometheus import render_prometheus
+from gateway.observe.recorder import Recorder
 from gateway.web.accesslog import body_bytes
 from gateway.web.keys import ANSWER_LAYER, PARTS
 

@@ -155,6 +155,21 @@ async def test_metrics_text_is_well_formed(client_local):
     assert resp.headers["Cache-Control"] == "no-store"
 
 
+async def test_origin_retries_and_breaker_trips(gateway_client, s3_config, s3, s3_proxy,
+                                                make_image):
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url, origin={
+        "retries": 2, "retry_backoff": 0.01, "breaker_threshold": 1, "breaker_reset": 30}))
+    s3.put("r.png", make_image(seed=3))
+    before = await scrape(client)
+    s3_proxy.fail_with(500)  # retryable: asked 1 + 2 times, then the breaker opens
+    assert (await client.get("/images/r.png")).status == 502
+    assert s3_proxy.gets("r.png") == 3
+    after = await scrape(client)
+    expected = {"gateway_origin_retries_total": 2, "gateway_origin_breaker_trips_total": 1,
+                "gateway_origin_fetches_total{result=error}": 1}
+    assert deltas(before, after, expected) == expected
+
+
 @pytest.fixture
 async def client_local(gateway_client, gateway_config):
     return await gateway_client(gateway_config())

@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 
 from gateway.config import Config, ServerConfig
-from gateway.observe.hub import Aggregate, Baseline, WorkerInfo
-from gateway.observe.metrics import Histogram, Snapshot
+from gateway.observe.aggregate import Aggregate, Baseline, WorkerInfo
+from gateway.observe.histogram import Histogram
 from gateway.observe.report import build_report, human_bytes
+from gateway.observe.snapshot import Snapshot
 
 MiB = 1024 * 1024
 

@@ -13,11 +13,10 @@ import sys
 
 import pytest
 
-from gateway.cache.memory import MemoryCache
 from gateway.config import Config
 from gateway.observe.counters import Stats
 from gateway.observe.hub import StatsHub
-from gateway.observe.metrics import Recorder
+from gateway.observe.recorder import Recorder
 from gateway.observe.report import build_report
 
 
@@ -30,15 +29,16 @@ def sleeper():
     proc.wait()
 
 
-def make_hub(shared, pid=None, clock_start=1000.0, on_clear=None):
+def memory_figures():
+    """What the owner of a hub with an empty 1000-byte memory cache supplies."""
+    return {}, {"memory.bytes": 0, "memory.entries": 0, "memory.limit": 1000}
+
+
+def make_hub(shared, pid=None, clock_start=1000.0, on_clear=None, figures=memory_figures):
     stats = Stats()
     recorder = Recorder()
-    memory = MemoryCache(1000, 1000, max_stale=0)
     now = [clock_start]
-    hub = StatsHub(stats=stats, recorder=recorder,
-                   figures=lambda: ({}, {"memory.bytes": memory.size_bytes,
-                                         "memory.entries": len(memory),
-                                         "memory.limit": memory.max_bytes}),
+    hub = StatsHub(stats=stats, recorder=recorder, figures=figures,
                    redis_health=None, shared_dir=shared, on_clear=on_clear,
                    clock=lambda: now[0])
     if pid is not None:
@@ -63,6 +63,26 @@ async def test_single_process_needs_no_folder():
     assert aggregate.totals.answers_by_layer() == {"HIT-MEMORY": 3}
     assert [w.this for w in aggregate.workers] == [True]
     await hub.publish()  # nothing to write: no error
+
+
+async def test_figures_of_the_owner_join_the_snapshot_and_add_up(tmp_path, sleeper):
+    retries = [0]
+
+    def figures():
+        return ({"origin.retries": retries[0]},
+                {"memory.limit": 1000, "disk.bytes": 10 + retries[0]})
+
+    a = make_hub(tmp_path, figures=figures)
+    b = make_hub(tmp_path, pid=sleeper.pid, figures=figures)
+    retries[0] = 2  # read when a snapshot is taken, not when the hub is built
+    await b.publish()
+    snapshot = a.snapshot()
+    assert snapshot.counters["origin.retries"] == 2
+    assert snapshot.gauges == {"memory.limit": 1000, "disk.bytes": 12}
+    totals = (await a.aggregate()).totals
+    assert totals.counter("origin.retries") == 4  # counters add up
+    assert totals.gauges["memory.limit"] == 2000  # one LRU per worker
+    assert totals.gauges["disk.bytes"] == 12  # one shared folder: the largest view
 
 
 async def test_two_workers_add_up_and_a_dead_one_is_retired(tmp_path, sleeper):
