@@ -18,7 +18,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.observe.histogram import PROMETHEUS_BOUNDS
-from gateway.observe.recorder import SAVED_LAYERS
+from gateway.observe.recorder import SAVED_LAYERS, layer_label
 from gateway.observe.snapshot import Snapshot
 
 # Stats fields with their own metric; any other Stats integer is exposed generically as
@@ -41,11 +41,6 @@ _PLAIN = {
 _HANDLED_ELSEWHERE = {"origin_fetches", "origin_not_modified", "origin_errors",
                       "origin_not_found", "bytes_served", "url_store_hits",
                       "url_store_misses"}
-
-
-def layer_label(x_cache: str) -> str:
-    """HIT-MEMORY -> memory, MISS -> miss: the X-Cache value as a label value."""
-    return x_cache.lower().removeprefix("hit-")
 
 
 # Counters of the origin wrappers, not of Stats: (snapshot counter, metric, help).

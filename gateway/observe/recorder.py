@@ -48,3 +48,8 @@ class Recorder:
     def clear_top(self) -> None:
         self.top.clear()
         self.missing.clear()
+
+
+def layer_label(x_cache: str) -> str:
+    """HIT-MEMORY -> memory, MISS -> miss: the X-Cache value as a label value."""
+    return x_cache.lower().removeprefix("hit-")

@@ -25,8 +25,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.observe.aggregate import Aggregate, Baseline, Window
 from gateway.observe.histogram import Histogram
-from gateway.observe.prometheus import layer_label
-from gateway.observe.recorder import ORIGIN_RESULTS, SAVED_LAYERS, TIME_SAVED_LAYERS
+from gateway.observe.recorder import ORIGIN_RESULTS, SAVED_LAYERS, TIME_SAVED_LAYERS, layer_label
 from gateway.observe.snapshot import hits_of
 
 # Layers in the order a request tries them; anything else (ERROR, new ones) follows.
