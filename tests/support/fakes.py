@@ -48,7 +48,8 @@ class FakeOrigin:
       a fetch whose If-None-Match is the current ETag answers NotModified.
     * an id never put (or ``remove``d) raises NotFound.
     * ``fail(exc)``: every fetch raises ``exc`` until ``fail(None)``.
-    * ``hold()``: fetches wait until ``release()`` (``started`` is set meanwhile).
+    * ``hold()``: fetches wait until ``release()`` (``started`` is set meanwhile);
+      ``cancelled`` counts the fetches cancelled while they waited.
     """
 
     kind = "fake"
@@ -59,6 +60,7 @@ class FakeOrigin:
         self.error: BaseException | None = None
         self.gate: asyncio.Event | None = None
         self.started = asyncio.Event()
+        self.cancelled = 0
         self._versions = 0
 
     @property
@@ -93,7 +95,11 @@ class FakeOrigin:
         self.fetches.append((image_id, if_none_match))
         self.started.set()
         if self.gate is not None:
-            await self.gate.wait()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if self.error is not None:
             raise self.error
         found = self.objects.get(image_id)
