@@ -2,6 +2,7 @@
 
     clock = FakeClock()              # clock() -> T0; clock.advance(5); clock.now = ...
     blob(b"pixels", ttl=60)          # a Blob whose meta is gateway.model.make_meta's
+    body_of(entry_or_served)         # its bytes, also from a FileBlob's open file
     origin = FakeOrigin(); origin.put("a.png", body)   # counts fetches, see the class
     await until(lambda: origin.fetch_count == 1)      # poll the event loop, bounded
 """
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from gateway.errors import NotFound
-from gateway.model import Blob, make_meta
+from gateway.model import Blob, Entry, Served, make_meta
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.presign import SignedUrl
 
@@ -39,6 +40,16 @@ def blob(body: bytes = b"pixels", *, ttl: float = 60.0, now: float = T0,
          content_type: str = "image/png", origin_etag: str | None = None) -> Blob:
     """A cache entry for ``body``, stored at ``now``, fresh for ``ttl`` seconds."""
     return Blob(make_meta(body, content_type, LAST_MODIFIED, now, ttl, origin_etag), body)
+
+
+def body_of(found: Entry | Served | None) -> bytes:
+    """The bytes of an entry (read from its open file for a FileBlob, left open)."""
+    assert found is not None
+    entry = found.entry if isinstance(found, Served) else found
+    if isinstance(entry, Blob):
+        return entry.body
+    entry.file.seek(entry.offset)
+    return entry.file.read(entry.meta.size)
 
 
 class FakeOrigin:

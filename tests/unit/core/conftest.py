@@ -12,17 +12,20 @@ clock, and RedisLinks (none, or on the session's real redis-server).
     redis         a plain client on redis_url, to look at or change what is stored
     make_service  make_service(**ImageService kwargs) -> ImageService on make_tiers(),
                   origin, clock, a SingleFlight and a ClusterFlight without Redis
+    fast_retries  the service's background retries wait milliseconds, not seconds
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from gateway import service as service_module
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.tiers import NoDisk, TieredCache
@@ -136,3 +139,11 @@ async def make_service(make_tiers: MakeTiers, origin: FakeOrigin,
     yield make
     for service in services:
         await service.close()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed background refresh retries after 1 s * uniform(0.5, 1.5), doubling:
+    scaled down a thousandfold (only inside gateway.service)."""
+    monkeypatch.setattr(service_module, "random",
+                        SimpleNamespace(uniform=lambda a, b: 0.001 * (a + b) / 2))

@@ -7,7 +7,7 @@ import pytest
 from gateway.cache.disk import DiskCache
 from gateway.cache.tiers import TieredCache
 from gateway.model import Blob, Entry, FileBlob, Layer
-from tests.support.fakes import FakeClock, blob
+from tests.support.fakes import FakeClock, blob, body_of
 
 from .conftest import MEMORY_BYTES, MakeTiers
 
@@ -29,14 +29,6 @@ def handed_out(tiers: TieredCache, monkeypatch: pytest.MonkeyPatch) -> list[Entr
 
     monkeypatch.setattr(tiers.disk, "get", get)
     return entries
-
-
-def body_of(entry: Entry | None) -> bytes:
-    assert entry is not None
-    if isinstance(entry, Blob):
-        return entry.body
-    entry.file.seek(entry.offset)
-    return entry.file.read(entry.meta.size)
 
 
 def closed(entry: Entry) -> bool:
