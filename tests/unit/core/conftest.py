@@ -13,6 +13,7 @@ clock, and RedisLinks (none, or on the session's real redis-server).
     make_service  make_service(**ImageService kwargs) -> ImageService on make_tiers(),
                   origin, clock, a SingleFlight and a ClusterFlight without Redis
     fast_retries  the service's background retries wait milliseconds, not seconds
+                  (.scale = 1000: they wait for good)
 """
 
 from __future__ import annotations
@@ -142,8 +143,11 @@ async def make_service(make_tiers: MakeTiers, origin: FakeOrigin,
 
 
 @pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """A failed background refresh retries after 1 s * uniform(0.5, 1.5), doubling:
-    scaled down a thousandfold (only inside gateway.service)."""
+    here after ``scale`` times that, 0.001 unless a test sets ``fast_retries.scale``
+    (1000: the refresh sleeps for the rest of the test). Only inside gateway.service."""
+    retries = SimpleNamespace(scale=0.001)
     monkeypatch.setattr(service_module, "random",
-                        SimpleNamespace(uniform=lambda a, b: 0.001 * (a + b) / 2))
+                        SimpleNamespace(uniform=lambda a, b: retries.scale * (a + b) / 2))
+    return retries
