@@ -5,13 +5,15 @@
     body_of(entry_or_served)         # its bytes, also from a FileBlob's open file
     origin = FakeOrigin(); origin.put("a.png", body)   # counts fetches, see the class
     await until(lambda: origin.fetch_count == 1)      # poll the event loop, bounded
+    await until(async_check, timeout=10, interval=0.1)  # an async check works too
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.errors import NotFound
 from gateway.model import Blob, Entry, Served, make_meta
@@ -136,12 +138,18 @@ class FakeOrigin:
         return None
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0,
-                what: str = "condition") -> None:
-    """Let the event loop run until ``predicate()`` is true; TimeoutError after
-    ``timeout`` seconds (a bound for broken code, not a timing assertion)."""
+async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0,
+                interval: float = 0.005, what: str = "condition") -> None:
+    """Let the event loop run until ``predicate()`` (a plain or an async function) is
+    true, checking every ``interval`` seconds; TimeoutError after ``timeout`` seconds
+    (a bound for broken code, not a timing assertion)."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not met within {timeout} s")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(interval)

@@ -85,11 +85,10 @@ def now_us() -> int:
 async def resolves(aliases: AliasStore, user_id: str, expected: str | None) -> None:
     """Until ``aliases`` answers ``expected`` (its local copy goes once the message
     arrives)."""
-    async def poll() -> None:
-        while await aliases.resolve(user_id) != expected:
-            await asyncio.sleep(0.005)
+    async def answers() -> bool:
+        return await aliases.resolve(user_id) == expected
 
-    await asyncio.wait_for(poll(), BOUND)
+    await until(answers, timeout=BOUND)
 
 
 # -- purge ---------------------------------------------------------------------------------
