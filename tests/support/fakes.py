@@ -3,6 +3,7 @@
     clock = FakeClock()              # clock() -> T0; clock.advance(5); clock.now = ...
     blob(b"pixels", ttl=60)          # a Blob whose meta is gateway.model.make_meta's
     body_of(entry_or_served)         # its bytes, also from a FileBlob's open file
+    record_handed_out(disk, monkeypatch)  # the entries disk.get hands out from now on
     origin = FakeOrigin(); origin.put("a.png", body)   # counts fetches, see the class
     await until(lambda: origin.fetch_count == 1)      # poll the event loop, bounded
     await until(async_check, timeout=10, interval=0.1)  # an async check works too
@@ -14,6 +15,9 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
 
 from gateway.errors import NotFound
 from gateway.model import Blob, Entry, Served, make_meta
@@ -52,6 +56,22 @@ def body_of(found: Entry | Served | None) -> bytes:
         return entry.body
     entry.file.seek(entry.offset)
     return entry.file.read(entry.meta.size)
+
+
+def record_handed_out(layer: Any, monkeypatch: pytest.MonkeyPatch) -> list[Entry]:
+    """Every entry ``layer.get`` hands out from now on (to check its FileBlobs get
+    closed by whoever received them)."""
+    entries: list[Entry] = []
+    real = layer.get
+
+    async def get(key: str) -> Entry | None:
+        entry = await real(key)
+        if entry is not None:
+            entries.append(entry)
+        return entry
+
+    monkeypatch.setattr(layer, "get", get)
+    return entries
 
 
 class FakeOrigin:

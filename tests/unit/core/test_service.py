@@ -9,9 +9,17 @@ import asyncio
 import pytest
 
 from gateway.errors import NotFound, OriginError
-from gateway.model import Entry, FileBlob, Layer, Served
+from gateway.model import FileBlob, Layer, Served
 from gateway.observe.counters import Stats
-from tests.support.fakes import T0, FakeClock, FakeOrigin, blob, body_of, until
+from tests.support.fakes import (
+    T0,
+    FakeClock,
+    FakeOrigin,
+    blob,
+    body_of,
+    record_handed_out,
+    until,
+)
 
 from .conftest import TTL, MakeService, MakeTiers
 
@@ -223,25 +231,12 @@ async def test_copy_purged_when_the_origin_says_it_is_gone(
     old_key = service.cache.key_for("a.png")
     clock.advance(TTL + 5)
     origin.remove("a.png")
-    handed_out = spy_on_disk(service.cache.disk, monkeypatch)
+    handed_out = record_handed_out(service.cache.disk, monkeypatch)
     served = await service.get("a.png")
     assert served.layer is Layer.FALLBACK and served.entry is fallback
     assert service.version_of("a.png") == 1
     assert await service.cache.any_copy(old_key) is None
-    assert all(e.file.closed for e in handed_out if isinstance(e, FileBlob))
+    files = [e for e in handed_out if isinstance(e, FileBlob)]
+    assert len(files) == (1 if body is BIG else 0) and all(f.file.closed for f in files)
     found = await service.cache.lookup(service.cache.key_for("a.png"), clock())
     assert found.hit is None and found.stale is None
-
-
-def spy_on_disk(disk: object, monkeypatch: pytest.MonkeyPatch) -> list[Entry]:
-    entries: list[Entry] = []
-    real = disk.get  # type: ignore[attr-defined]
-
-    async def get(key: str) -> Entry | None:
-        entry = await real(key)
-        if entry is not None:
-            entries.append(entry)
-        return entry
-
-    monkeypatch.setattr(disk, "get", get)
-    return entries

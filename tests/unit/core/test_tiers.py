@@ -7,7 +7,7 @@ import pytest
 from gateway.cache.disk import DiskCache
 from gateway.cache.tiers import TieredCache
 from gateway.model import Blob, Entry, FileBlob, Layer
-from tests.support.fakes import FakeClock, blob, body_of
+from tests.support.fakes import FakeClock, blob, body_of, record_handed_out
 
 from .conftest import MEMORY_BYTES, MakeTiers
 
@@ -18,17 +18,7 @@ BIG = bytes(range(256)) * 20  # over OBJECT_CAP: memory refuses it, the disk han
 @pytest.fixture
 def handed_out(tiers: TieredCache, monkeypatch: pytest.MonkeyPatch) -> list[Entry]:
     """Every entry the disk layer hands to the TieredCache, to check it closes them."""
-    entries: list[Entry] = []
-    real = tiers.disk.get
-
-    async def get(key: str) -> Entry | None:
-        entry = await real(key)
-        if entry is not None:
-            entries.append(entry)
-        return entry
-
-    monkeypatch.setattr(tiers.disk, "get", get)
-    return entries
+    return record_handed_out(tiers.disk, monkeypatch)
 
 
 def closed(entry: Entry) -> bool:
