@@ -238,8 +238,11 @@ async def test_purge_local_cancels_a_retry_attempt_in_flight(make_service: MakeS
 async def _just_failed(service: ImageService, origin: FakeOrigin, attempts: int) -> None:
     """Run the loop until the refresh's next origin attempt has failed, and stop
     there: the flight is over, the refresh task has not resumed yet."""
-    while origin.fetch_count < attempts:
+    for _ in range(100_000):  # one turn of the loop at a time, to stop right there
+        if origin.fetch_count >= attempts:
+            return
         await asyncio.sleep(0)
+    raise AssertionError(f"no origin attempt {attempts}")
 
 
 async def test_purge_local_stops_a_refresh_whose_attempt_just_failed(
