@@ -52,8 +52,11 @@ class SingleFlight(Generic[T]):
             flight = self._start(key, work, loop)
         remaining = max(flight.deadline - loop.time(), 0.0)
         try:
-            # shield: a waiter's cancellation or timeout must not cancel the shared task
-            result = await asyncio.wait_for(asyncio.shield(flight.task), remaining)
+            # shield: a waiter's cancellation or timeout must not cancel the shared task.
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that
+            # lands after the task finished, and a cancelled refresh loop kept going.
+            async with asyncio.timeout(remaining):
+                result = await asyncio.shield(flight.task)
         except TimeoutError:
             if not flight.task.done():
                 self._abandon(key, flight)

@@ -27,6 +27,7 @@ from gateway.observe.counters import Stats
 from gateway.service import ImageService
 from gateway.web.app import create_app
 from gateway.web.keys import PARTS
+from tests.support.fakes import until
 from tests.support.images import noise_png as png
 from tests.support.images import sha
 
@@ -429,14 +430,6 @@ async def test_write_failing_midway_leaves_nothing_behind(gateway_client, s3_con
 # --- single-flight: cancellation, failures, lock timeout ----------------------------
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.timeout(20)
 async def test_leader_client_disconnect_does_not_fail_waiters(serve, s3_config, s3, s3_proxy):
     body = png(12, (40, 40))
@@ -448,9 +441,9 @@ async def test_leader_client_disconnect_does_not_fail_waiters(serve, s3_config, 
     async with (aiohttp.ClientSession(timeout=TIMEOUT) as leader_session,
                 aiohttp.ClientSession(timeout=TIMEOUT) as others):
         leader = asyncio.create_task(get(leader_session, url))
-        await _until(lambda: len(origin_gets(s3_proxy, "dc.png")) == 1)
+        await until(lambda: len(origin_gets(s3_proxy, "dc.png")) == 1)
         waiters = [asyncio.create_task(get(others, url)) for _ in range(5)]
-        await _until(lambda: app[PARTS].stats.disk.misses == 6)  # all of them reached the flight
+        await until(lambda: app[PARTS].stats.disk.misses == 6)  # all of them reached the flight
         await asyncio.sleep(0.05)
         leader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -474,7 +467,7 @@ async def test_cancelled_or_impatient_callers_do_not_cancel_the_fetch(gateway_cl
     s3_proxy.delay_first_byte(0.8)
 
     leader = asyncio.create_task(service.get("cx.png"))
-    await _until(lambda: len(origin_gets(s3_proxy, "cx.png")) == 1)
+    await until(lambda: len(origin_gets(s3_proxy, "cx.png")) == 1)
     joiner = asyncio.create_task(service.get("cx.png"))
     with pytest.raises(TimeoutError):  # a waiter that gives up
         await asyncio.wait_for(service.get("cx.png"), 0.1)
@@ -489,11 +482,11 @@ async def test_cancelled_or_impatient_callers_do_not_cancel_the_fetch(gateway_cl
     # A lone caller cancelled mid-fetch: the fetch still completes and is cached.
     s3.put("lone.png", body)
     lone = asyncio.create_task(service.get("lone.png"))
-    await _until(lambda: len(origin_gets(s3_proxy, "lone.png")) == 1)
+    await until(lambda: len(origin_gets(s3_proxy, "lone.png")) == 1)
     lone.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await lone
-    await _until(lambda: not service.flights.in_flight(service.cache.key_for("lone.png")))
+    await until(lambda: not service.flights.in_flight(service.cache.key_for("lone.png")))
     resp = await client.get("/images/lone.png")
     assert resp.headers["X-Cache"] == "HIT-MEMORY"
     assert sha(await resp.read()) == sha(body)

@@ -4,11 +4,12 @@ Redis outages."""
 from __future__ import annotations
 
 import asyncio
-import time
+from functools import partial
 
 import aiohttp
 import pytest
 
+from tests.support.fakes import until
 from tests.support.images import noise_png as png
 from tests.support.images import sha
 
@@ -21,15 +22,8 @@ async def fetch(session, url, headers=None):
         return resp.status, resp.headers.copy(), await resp.read()
 
 
-async def eventually(check, timeout=3.0, interval=0.01):
-    """Poll until ``check()`` is true; the bound is for 'no hang', not a speed claim."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(interval)
+# Poll until ``check()`` is true; the bound is for 'no hang', not a speed claim.
+eventually = partial(until, timeout=3.0, interval=0.01)
 
 
 @pytest.fixture

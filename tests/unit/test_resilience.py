@@ -7,16 +7,9 @@ from gateway.origin import Fetched
 from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
 from gateway.web.ratelimit import TokenBuckets
 from gateway.web.signing import UrlSigner, parse_keys
+from tests.support.fakes import FakeClock
 
 OK = Fetched(b"x", "image/png", 0, None)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 class ScriptedOrigin:
@@ -41,7 +34,7 @@ class ScriptedOrigin:
 
 def resilient(origin, *, retries=2, threshold=3, reset=10.0, clock=None, slots=8,
               queue_timeout=1.0):
-    breaker = CircuitBreaker(threshold, reset, clock or Clock())
+    breaker = CircuitBreaker(threshold, reset, clock or FakeClock(1000.0))
     return ResilientOrigin(origin, retries=retries, backoff=0.001, breaker=breaker,
                            max_concurrent=slots, queue_timeout=queue_timeout)
 
@@ -69,7 +62,7 @@ async def test_not_retried(error):
 
 
 async def test_breaker_opens_fails_fast_then_half_opens():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     origin = ScriptedOrigin(OriginError("503", retryable=True))
     guarded = resilient(origin, retries=0, threshold=3, reset=5, clock=clock)
     for _ in range(3):
@@ -86,7 +79,7 @@ async def test_breaker_opens_fails_fast_then_half_opens():
 
 
 async def test_failed_trial_reopens():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     origin = ScriptedOrigin(OriginError("503", retryable=True))
     guarded = resilient(origin, retries=0, threshold=1, reset=5, clock=clock)
     with pytest.raises(OriginError):
@@ -118,7 +111,7 @@ async def test_fetch_cap_queues_then_refuses():
 
 
 def test_token_bucket_burst_then_rate():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     buckets = TokenBuckets(rate=2, burst=3, clock=clock)
     assert [buckets.take("a") for _ in range(3)] == [0, 0, 0]
     assert buckets.take("a") == pytest.approx(0.5)
@@ -128,7 +121,7 @@ def test_token_bucket_burst_then_rate():
 
 
 def test_token_buckets_bounded():
-    buckets = TokenBuckets(rate=1, burst=1, max_clients=100, clock=Clock())
+    buckets = TokenBuckets(rate=1, burst=1, max_clients=100, clock=FakeClock(1000.0))
     for i in range(1000):
         buckets.take(f"10.0.{i // 256}.{i % 256}")
     assert len(buckets) == 100

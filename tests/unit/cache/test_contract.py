@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +12,20 @@ import pytest
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
-from gateway.model import Blob, make_meta
+from gateway.model import Blob
 from gateway.observe.counters import LayerCounters
+from tests.support import fakes
+from tests.support.fakes import T0, FakeClock
 
 MAX_BYTES = 100_000
 MAX_STALE = 100.0
 TTL = 10.0
-T0 = 1_700_000_000.0
 # Bodies this big dwarf the disk layer's per-file header (a few hundred bytes),
 # so both layers keep the same number of them under MAX_BYTES: three fit, four do not.
 BODY = 30_000
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def blob(body: bytes, now: float = T0, ttl: float = TTL) -> Blob:
-    return Blob(make_meta(body, "image/png", 1_600_000_000, now, ttl), body)
+blob = partial(fakes.blob, ttl=TTL)
 
 
 def body_of(tag: str, size: int = BODY) -> bytes:

@@ -13,6 +13,7 @@ import struct
 import threading
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,25 +24,17 @@ from gateway.cache.disk import jobs as jobs_module
 from gateway.cache.disk.files import TEMP_PREFIX, key_hash
 from gateway.cache.disk.format import HEADER_SIZE, MAGIC, encode_header, read_meta
 from gateway.cache.disk.jobs import TOUCH_INTERVAL, DiskJobs
-from gateway.model import Blob, FileBlob, ObjectMeta, make_meta
+from gateway.model import Blob, FileBlob, ObjectMeta
 from gateway.observe.counters import LayerCounters
+from tests.support import fakes
+from tests.support.fakes import T0, FakeClock
 
-T0 = 1_700_000_000.0
 TTL = 3600.0
 MAX_STALE = 600.0
 INLINE = 1000  # bodies above this come back as FileBlob
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def blob(body: bytes, now: float = T0, ttl: float = TTL) -> Blob:
-    return Blob(make_meta(body, "image/png", 1_600_000_000, now, ttl, origin_etag='"o1"'), body)
+blob = partial(fakes.blob, ttl=TTL, origin_etag='"o1"')
 
 
 def files_under(root: Path) -> list[Path]:

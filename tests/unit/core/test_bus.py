@@ -1,0 +1,193 @@
+"""InvalidationBus against a real redis-server: versions that never repeat, messages
+to subscribers, catching up on (re)subscribe, and a bounded close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.redis import RedisLink
+from tests.support.fakes import until
+from tests.support.redis_server import RedisServer
+
+from .conftest import MakeLink
+
+BOUND = 5.0  # how long a test lets something run before calling it hung
+START = 1_700_000_000_000_000  # a purge's floor: the time in microseconds
+
+
+class Heard:
+    """Records what a bus tells its owner."""
+
+    def __init__(self, bus: InvalidationBus) -> None:
+        self.images: list[tuple[str, int]] = []
+        self.users: list[str] = []
+        self.resyncs: list[dict[str, int]] = []
+        bus.on_image = self.on_image
+        bus.on_user = self.on_user
+        bus.on_resync = self.on_resync
+
+    async def on_image(self, image_id: str, version: int) -> None:
+        self.images.append((image_id, version))
+
+    async def on_user(self, user_id: str) -> None:
+        self.users.append(user_id)
+
+    async def on_resync(self, versions: dict[str, int]) -> None:
+        self.resyncs.append(versions)
+
+
+MakeBus = Callable[..., InvalidationBus]
+
+
+@pytest.fixture
+async def make_bus(make_link: MakeLink) -> AsyncIterator[MakeBus]:
+    buses: list[InvalidationBus] = []
+
+    def make(link: RedisLink | None = None) -> InvalidationBus:
+        bus = InvalidationBus(link or make_link(), retry_interval=0.05)
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        await bus.close()
+
+
+async def subscribed(bus: InvalidationBus) -> Heard:
+    heard = Heard(bus)
+    await bus.start()
+    await asyncio.wait_for(bus.subscribed.wait(), BOUND)
+    return heard
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+async def test_bump_moves_forward_and_respects_the_floor(make_bus: MakeBus,
+                                                         redis: Redis) -> None:
+    bus = make_bus()
+    assert await bus.bump("a.png", 0) == 1
+    assert await bus.bump("a.png", 0) == 2
+    assert await bus.bump("a.png", 100) == 100
+    assert await bus.bump("a.png", 50) == 101
+    assert await bus.bump("b.png", 0) == 1  # per image
+    assert await redis.get("test:ver:a.png") == b"101"
+    assert await bus.version_of("a.png") == 101 and await bus.version_of("c.png") == 0
+
+
+async def test_bump_never_repeats_after_redis_lost_its_data(make_bus: MakeBus,
+                                                            redis: Redis) -> None:
+    bus = make_bus()
+    first = await bus.bump("a.png", START)
+    second = await bus.bump("a.png", START)
+    assert first == START and second == START + 1
+    await redis.flushall()  # what a restart without persistence leaves
+    third = await bus.bump("a.png", second + 1)
+    assert third == second + 1
+    assert await redis.get("test:ver:a.png") == str(third).encode()  # stored exactly
+
+
+async def test_without_redis_nothing_is_bumped_or_sent(no_redis: RedisLink) -> None:
+    bus = InvalidationBus(no_redis)
+    assert not bus.enabled
+    assert await bus.bump("a.png", 5) is None
+    assert await bus.publish("a.png") is False
+    assert await bus.version_of("a.png") is None
+    await bus.start()
+    await bus.close()  # nothing was started
+
+
+async def test_redis_down_answers_none(make_bus: MakeBus, redis_server: RedisServer) -> None:
+    bus = make_bus()
+    try:
+        redis_server.kill()
+        assert await bus.bump("a.png", 5) is None
+        assert await bus.publish("a.png") is False
+        assert await bus.version_of("a.png") is None
+    finally:
+        redis_server.ensure_running()
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+async def test_image_message_reaches_subscribers_with_the_version(make_bus: MakeBus) -> None:
+    heard = await subscribed(make_bus())
+    publisher = make_bus()
+    version = await publisher.bump("a.png", START)
+    assert await publisher.publish("a.png") is True
+    assert await publisher.publish("never-purged.png") is True
+    await until(lambda: len(heard.images) == 2)
+    assert heard.images == [("a.png", version), ("never-purged.png", 0)]
+    assert heard.users == []
+
+
+async def test_user_message_reaches_on_user(make_bus: MakeBus) -> None:
+    heard = await subscribed(make_bus())
+    publisher = make_bus()
+    assert await publisher.publish("user:bob")
+    await until(lambda: heard.users == ["bob"])
+    assert heard.images == []
+
+
+async def test_publish_with_nobody_listening_still_succeeds(make_bus: MakeBus) -> None:
+    assert await make_bus().publish("a.png") is True
+
+
+# -- catching up -------------------------------------------------------------------------------
+
+
+async def test_subscribe_reads_every_version(make_bus: MakeBus, redis: Redis) -> None:
+    versions = {f"img{i}.png": i + 1 for i in range(1500)}  # more than one SCAN batch
+    await redis.mset({f"test:ver:{k}": v for k, v in versions.items()})
+    await redis.set("test:user:bob", "img1.png")  # not a version
+    await redis.set("other:ver:x.png", 9)  # another prefix
+    heard = await subscribed(make_bus())
+    assert heard.resyncs == [versions]
+
+
+async def test_resubscribe_resyncs_and_keeps_listening(make_bus: MakeBus,
+                                                       redis: Redis) -> None:
+    bus = make_bus()
+    heard = await subscribed(bus)
+    assert heard.resyncs == [{}]
+    publisher = make_bus()
+    missed = await publisher.bump("a.png", START)  # a purge whose message is lost
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    await until(lambda: len(heard.resyncs) == 2, timeout=BOUND)
+    assert heard.resyncs[1] == {"a.png": missed}
+    await asyncio.wait_for(bus.subscribed.wait(), BOUND)
+    await publisher.publish("user:eve")
+    await until(lambda: heard.users == ["eve"])
+
+
+async def test_subscribes_once_redis_is_back(make_bus: MakeBus, make_link: MakeLink,
+                                             redis_server: RedisServer) -> None:
+    link = make_link()
+    bus = make_bus(link)
+    heard = Heard(bus)
+    try:
+        redis_server.kill()
+        await bus.start()
+        await until(lambda: link.health.state == "down", timeout=BOUND)
+        assert not bus.subscribed.is_set()
+    finally:
+        redis_server.ensure_running()
+    await asyncio.wait_for(bus.subscribed.wait(), BOUND)
+    assert heard.resyncs == [{}] and link.health.state == "up"
+
+
+async def test_close_is_bounded_while_redis_hangs(make_bus: MakeBus,
+                                                  redis_server: RedisServer) -> None:
+    bus = make_bus()
+    await subscribed(bus)
+    try:
+        redis_server.pause()
+        await asyncio.wait_for(bus.close(), BOUND)
+    finally:
+        redis_server.resume()
