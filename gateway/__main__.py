@@ -14,7 +14,8 @@ import time
 from types import FrameType
 from typing import Any
 
-from gateway.config import Config, ConfigError, load
+from gateway.config import Config, ConfigError
+from gateway.config_load import load
 
 # The server stack (aiohttp, aiobotocore, redis, Pillow...) is imported inside the
 # functions that run in workers: the supervisor of N workers only starts and watches

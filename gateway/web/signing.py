@@ -17,6 +17,8 @@ import hmac
 import sys
 from collections.abc import Sequence
 
+from gateway.config import split_signing_key
+
 PARAM = "s"
 
 
@@ -26,13 +28,8 @@ def _digest(secret: bytes, message: str) -> str:
 
 
 def parse_keys(keys: Sequence[str]) -> list[tuple[str, bytes]]:
-    parsed = []
-    for item in keys:
-        key_id, sep, secret = item.partition(":")
-        if not sep or not key_id or len(secret) < 16:
-            raise ValueError("each key is 'id:secret' with a secret of 16+ characters")
-        parsed.append((key_id, secret.encode()))
-    return parsed
+    """(id, secret bytes) pairs; ValueError for a key not in the ``id:secret`` format."""
+    return [(key_id, secret.encode()) for key_id, secret in map(split_signing_key, keys)]
 
 
 class UrlSigner:
@@ -58,7 +55,8 @@ class UrlSigner:
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    from gateway.config import ConfigError, load
+    from gateway.config import ConfigError
+    from gateway.config_load import load
 
     args = sys.argv[1:] if argv is None else argv
     if not args:
