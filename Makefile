@@ -48,7 +48,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	@touch $(RUN_STAMP) $@
 
 run: $(RUN_STAMP)
-	$(BIN)/python -m gateway.samples $(SAMPLES)
+	$(BIN)/python tools/make_samples.py $(SAMPLES)
 	exec $(BIN)/python -m gateway $(ARGS)
 
 # Real redis-server, nginx and chromium binaries: the tests start their own instances

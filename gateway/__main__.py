@@ -1,156 +1,88 @@
-"""CLI: load config -> create_app -> serve (uvloop; N workers share the port)."""
+"""image-gateway: serve pictures (the default command), check the settings, sign URLs."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
-import logging
-import multiprocessing
 import os
-import signal
 import sys
-import time
-from types import FrameType
-from typing import Any
+from collections.abc import Callable
 
-from gateway.config import Config, ConfigError, load
+from gateway import server
+from gateway.config import Config, ConfigError
+from gateway.config_load import load
+from gateway.web.signing import UrlSigner
 
-# The server stack (aiohttp, aiobotocore, redis, Pillow...) is imported inside the
-# functions that run in workers: the supervisor of N workers only starts and watches
-# them, and would otherwise hold ~50 MB of modules it never uses.
-
-log = logging.getLogger("gateway")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="image-gateway", description=__doc__)
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the settings and exit")
-    args = parser.parse_args(argv)
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(f"image-gateway: config error: {exc}", file=sys.stderr)
-        return 2
-    if args.check_config:
-        print("image-gateway: config ok")
-        return 0
-    _setup_logging()
-    if config.server.workers == 1:
-        return _run_worker(config, reuse_port=False)
-    return _supervise(config)
+EPILOG = """\
+examples:
+  image-gateway --config config/gateway.toml    serve (same as: serve --config ...)
+  image-gateway check-config                    exit 0 if the settings are usable, else 2
+  image-gateway sign /images/abc.png            print the path signed with signing.keys
+"""
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    return server.run(config)
 
 
-def _run_worker(config: Config, reuse_port: bool) -> int:
-    import uvloop
-
-    from gateway.web.accesslog import setup_access_log_output
-
-    setup_access_log_output()  # access lines: bare JSON (or classic) lines on stdout
-
-    try:
-        uvloop.run(_serve(config, reuse_port))
-    except OSError as exc:
-        log.error("cannot serve: %s", exc)
-        return 1
+def _check_config(config: Config, args: argparse.Namespace) -> int:
+    print("image-gateway: config ok")
     return 0
 
 
-async def _serve(config: Config, reuse_port: bool) -> None:
-    from aiohttp import web
+def _sign(config: Config, args: argparse.Namespace) -> int:
+    if not config.signing.keys:
+        print("image-gateway: signing.keys is empty: nothing to sign with", file=sys.stderr)
+        return 2
+    signer = UrlSigner(config.signing.keys)
+    for path in args.paths:
+        print(signer.sign(path))
+    return 0
 
-    from gateway.web.accesslog import access_log_settings
-    from gateway.web.app import create_app
 
-    server = config.server
-    app = await create_app(config)
-    access: dict[str, Any] = access_log_settings(server)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=server.shutdown_timeout,
-        keepalive_timeout=server.keepalive_timeout, max_line_size=server.max_line_size,
-        max_field_size=server.max_field_size, **access)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int], str]] = {
+    "serve": (_serve, "serve HTTP until SIGTERM (the default when no command is given)"),
+    "check-config": (_check_config, "validate the settings and exit: 0 if usable, else 2"),
+    "sign": (_sign, "print each PATH with a signature made with the first signing.keys entry"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="image-gateway", description=__doc__, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--check-config", action="store_true",
+                        help="the same as the check-config command")
+    # The option is accepted after the command too; SUPPRESS keeps a subcommand's
+    # absent --config from overwriting one given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML settings file")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, parents=[common], help=summary, description=summary)
+        if name == "sign":
+            sub.add_argument("paths", nargs="+", metavar="PATH",
+                             help="path and query to sign, e.g. /images/abc.png?w=64")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.check_config and args.command not in (None, "check-config"):
+        parser.error(f"--check-config does not go with the {args.command} command")
+    command = "check-config" if args.check_config else args.command or "serve"
+    path = args.config
+    if command == "sign" and path is None:
+        path = os.environ.get("GATEWAY_CONFIG")  # where the old signing command looked
     try:
-        site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port,
-                           backlog=1024)
-        await site.start()
-        for address in runner.addresses:
-            host, port = address[:2]
-            shown = f"[{host}]" if ":" in host else host
-            log.info("listening on http://%s:%d (pid %d)", shown, port, os.getpid())
-        await stop.wait()
-        log.info("draining in-flight requests (up to %.0fs)", server.shutdown_timeout)
-    finally:
-        await runner.cleanup()
-
-
-def _worker_entry(config: Config) -> None:
-    _setup_logging()
-    sys.exit(_run_worker(config, reuse_port=True))
-
-
-def _supervise(config: Config) -> int:
-    """Run N workers on one port (SO_REUSEPORT); restart a worker that dies;
-    on SIGTERM/SIGINT pass it on and wait for every worker to drain."""
-    from gateway.observe.shared import prepare_shared_dir
-
-    ctx = multiprocessing.get_context("spawn")
-    # Issue 5: a fresh folder where workers publish their counters, so /metrics and
-    # /admin/stats add every worker up (gateway/observe/hub.py); removed at exit.
-    prepare_shared_dir()
-    workers: list[multiprocessing.process.BaseProcess] = []
-    stopping = False
-
-    # A spawned worker unpickles its target by module name, and "__main__" of
-    # `python -m gateway` is not importable there: name it by its import path.
-    entry = importlib.import_module("gateway.__main__")._worker_entry
-
-    def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=entry, args=(config,), daemon=False)
-        proc.start()
-        return proc
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in workers:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    workers.extend(start() for _ in range(config.server.workers))
-    log.info("supervising %d workers", len(workers))
-    failures = 0
-    while not stopping:
-        time.sleep(0.2)
-        for i, proc in enumerate(workers):
-            if not proc.is_alive() and not stopping:
-                failures += 1
-                log.error("worker %s exited with %s; restarting", proc.pid, proc.exitcode)
-                time.sleep(min(5.0, 0.2 * failures))  # a crash loop must not spin
-                workers[i] = start()
-    deadline = time.monotonic() + config.server.shutdown_timeout + 5
-    for proc in workers:
-        proc.join(max(0.0, deadline - time.monotonic()))
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    codes = [proc.exitcode for proc in workers]
-    log.info("all workers stopped (%s)", codes)
-    return 0 if all(code == 0 for code in codes) else 1
+        config = load(path)
+    except ConfigError as exc:
+        print(f"image-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    run, _ = COMMANDS[command]
+    return run(config, args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ be added or changed. Several keys may be valid at once (``id:secret`` pairs):
 URLs are signed with the first, verified against all, so a key can be rotated
 in without breaking URLs already handed out, and retired later.
 
-    python -m gateway.web.signing /images/abc.png    # prints the signed path
+    python -m gateway sign /images/abc.png    # prints the signed path
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import sys
 from collections.abc import Sequence
+
+from gateway.config import split_signing_key
 
 PARAM = "s"
 
@@ -26,13 +27,8 @@ def _digest(secret: bytes, message: str) -> str:
 
 
 def parse_keys(keys: Sequence[str]) -> list[tuple[str, bytes]]:
-    parsed = []
-    for item in keys:
-        key_id, sep, secret = item.partition(":")
-        if not sep or not key_id or len(secret) < 16:
-            raise ValueError("each key is 'id:secret' with a secret of 16+ characters")
-        parsed.append((key_id, secret.encode()))
-    return parsed
+    """(id, secret bytes) pairs; ValueError for a key not in the ``id:secret`` format."""
+    return [(key_id, secret.encode()) for key_id, secret in map(split_signing_key, keys)]
 
 
 class UrlSigner:
@@ -54,29 +50,3 @@ class UrlSigner:
         return any(hmac.compare_digest(_digest(secret, message), signature)
                    for _, secret in self.keys)
 
-
-def main(argv: list[str] | None = None) -> int:
-    import os
-
-    from gateway.config import ConfigError, load
-
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m gateway.web.signing PATH [PATH ...]", file=sys.stderr)
-        return 2
-    try:
-        config = load(os.environ.get("GATEWAY_CONFIG"))
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    if not config.signing.keys:
-        print("signing.keys is empty: nothing to sign with", file=sys.stderr)
-        return 2
-    signer = UrlSigner(config.signing.keys)
-    for path in args:
-        print(signer.sign(path))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

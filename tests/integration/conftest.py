@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.config import ASSETS, Config, from_mapping
+from gateway.config import ASSETS, Config
+from gateway.config_load import from_mapping
 from gateway.web.app import create_app
 
 ConfigFactory = Callable[..., Config]

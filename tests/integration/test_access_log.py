@@ -1,4 +1,4 @@
-"""The access log as __main__ sets it up: client, layer, status, bytes, duration."""
+"""The access log as gateway/server.py sets it up: client, layer, status, bytes, duration."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ PFP = (ASSETS / "default_pfp.png").read_bytes()
 
 
 async def serve(config) -> TestServer:
-    """A listening app with the runner settings __main__ uses for the access log."""
+    """A listening app with the runner settings gateway/server.py uses for the access log."""
     server = TestServer(await create_app(config))
     await server.start_server(**access_log_settings(config.server))
     return server

@@ -203,7 +203,7 @@ async def test_blackholed_redis_bounded_by_socket_timeouts(gateway_client, s3_co
 
 @pytest.mark.timeout(20)
 async def test_slowloris_connection_closed_by_keepalive_timeout(spawn_gateway):
-    # A real process: the keep-alive setting belongs to the server runner in __main__.
+    # A real process: the keep-alive setting belongs to the server runner in gateway/server.py.
     gateway = spawn_gateway({"GATEWAY_SERVER_KEEPALIVE_TIMEOUT": "1"})
     host, port = "127.0.0.1", gateway.port
 

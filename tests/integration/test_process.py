@@ -32,3 +32,12 @@ async def test_sigterm_drains_in_flight_requests_and_exits_0(spawn_gateway, s3, 
     assert status == 200
     assert sha(got) == sha(body)
     assert await asyncio.to_thread(gateway.terminate) == 0
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_while_a_worker_still_starts_exits_0(spawn_gateway):
+    """Ready means one worker answers; the other may still be loading when SIGTERM comes
+    (a deploy rolled back at once). It held no request: a clean stop, exit 0."""
+    for _ in range(3):
+        gateway = spawn_gateway({"GATEWAY_SERVER_WORKERS": "2"})
+        assert gateway.terminate() == 0, gateway.stderr_text()

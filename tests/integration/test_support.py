@@ -14,12 +14,12 @@ import pytest
 import redis.asyncio as aioredis
 from aiobotocore.session import get_session
 
-from gateway.samples import write_samples
 from tests.support import free_port
 from tests.support.gateway_process import GatewayProcess
 from tests.support.proxy import FaultProxy
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import BOTO_CONFIG, S3Bucket
+from tools.make_samples import write_samples
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, ConfigError, load
+from gateway.config import Config, ConfigError
+from gateway.config_load import load
 from tests.support import REPO_ROOT
 
 CONFIG_FILE = REPO_ROOT / "config" / "gateway.toml"
@@ -161,6 +163,41 @@ def test_admin_token_too_short_is_not_echoed() -> None:
     message = error_for({"GATEWAY_ADMIN_TOKEN": "short-secret"})
     assert message.startswith("admin.token:")
     assert "short-secret" not in message
+
+
+def test_signing_keys_in_a_bad_format_are_not_echoed() -> None:
+    message = error_for({"GATEWAY_SIGNING_KEYS": "k1:0123456789abcdef0123,k2:too-short"})
+    assert message.startswith("signing.keys:")
+    assert "'id:secret'" in message
+    assert "too-short" not in message
+    assert "0123456789abcdef0123" not in message
+
+
+@pytest.mark.parametrize(("environ", "start"), [
+    ({"GATEWAY_ORIGIN_ROOT": ""}, "origin.root: must name a folder"),
+    ({"GATEWAY_DISK_PATH": ""}, "disk.path: must name a folder"),
+    ({"GATEWAY_SIGNING_REQUIRED": "true"}, "signing.required: true needs"),
+    ({"GATEWAY_TRANSFORM_DEFAULT_QUALITY": "55"}, "transform.default_quality: 55"),
+])
+def test_rules_that_tie_two_settings_together(environ: dict[str, str], start: str) -> None:
+    assert error_for(environ).startswith(start)
+
+
+def test_rules_that_tie_settings_together_hold_when_both_are_set() -> None:
+    load(None, environ={"GATEWAY_ORIGIN_ROOT": "", "GATEWAY_ORIGIN_KIND": "s3",
+                        "GATEWAY_DISK_PATH": "", "GATEWAY_DISK_ENABLED": "false",
+                        "GATEWAY_SIGNING_REQUIRED": "true",
+                        "GATEWAY_SIGNING_KEYS": "k1:0123456789abcdef0123"})
+
+
+def test_config_imports_nothing_from_gateway() -> None:
+    """A leaf: every module may import the settings without an import cycle."""
+    tree = ast.parse((REPO_ROOT / "gateway" / "config.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "." for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name.startswith(("gateway", "."))}
 
 
 @pytest.mark.parametrize(("text", "setting", "shown"), [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.config import from_mapping
+from gateway.config_load import from_mapping
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 TOKEN = "a-token-long-enough-for-the-check"

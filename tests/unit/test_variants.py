@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from multidict import MultiDict
 
-from gateway.config import ConfigError, TransformConfig, from_mapping, load
+from gateway.config import ConfigError, TransformConfig
+from gateway.config_load import from_mapping, load
 from gateway.errors import BadRequest
 from gateway.variants.spec import VariantSpec, negotiate, parse_spec, wants_variant
 

@@ -1,26 +1,29 @@
-"""Seed a folder with sample pictures: ``python -m gateway.samples DIR``.
+"""Seed a folder with sample pictures: ``python tools/make_samples.py [DIR]``.
 
 ``make run`` uses it so the embedded ``local`` origin (``origin.root``, by default
-``var/samples``) has something to serve on a bare machine. The pictures are drawn
-here with a tiny PNG encoder (zlib + struct) because the runtime carries no image
-library; the bytes are the same on every run, so files that are already in place
-are left alone.
+``var/samples``) has something to serve on a bare machine: the bundled fallback
+picture and a few avatars, each a head-and-shoulders figure in its own colours.
+Pillow draws them (a runtime dependency anyway); it is a developer's tool, so the
+gateway package itself never carries sample data. The same Pillow writes the same
+bytes on every run, so files that are already in place are left alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
 import tempfile
-import zlib
 from collections.abc import Sequence
+from io import BytesIO
 from pathlib import Path
+
+from PIL import Image, ImageDraw
 
 DEFAULT_DIR = "var/samples"
 AVATAR_SIZE = 96
-ASSET = Path(__file__).parent / "assets" / "default_pfp.png"
+ASSET = Path(__file__).resolve().parent.parent / "gateway" / "assets" / "default_pfp.png"
+SCALE = 4  # drawn this many times larger, then scaled down, for smooth edges
 
 RGB = tuple[int, int, int]
 
@@ -34,47 +37,27 @@ AVATARS: dict[str, tuple[RGB, RGB]] = {
     "frank": ((165, 243, 252), (14, 116, 144)),
 }
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+def silhouette(size: int, background: RGB, figure: RGB) -> Image.Image:
+    """A head-and-shoulders figure on a plain ground, ``size`` pixels square (RGB).
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def encode_png(width: int, height: int, rows: Sequence[bytes]) -> bytes:
-    """An 8-bit RGB PNG from ``height`` rows of ``3 * width`` bytes each."""
-    if width <= 0 or height <= 0 or len(rows) != height:
-        raise ValueError("encode_png: need height rows and a positive size")
-    if any(len(row) != 3 * width for row in rows):
-        raise ValueError("encode_png: every row must hold 3 * width bytes")
-    # colour type 2 = truecolour, 8 bits a sample, no interlace
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    raw = b"".join(b"\x00" + row for row in rows)  # filter type 0 (None) on every row
-    return (
-        _PNG_SIGNATURE
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw, 9))
-        + _chunk(b"IEND", b"")
-    )
+    Also the drawing of gateway/assets/default_pfp.png (tools/make_default_pfp.py).
+    """
+    s = size * SCALE
+    image = Image.new("RGB", (s, s), background)
+    draw = ImageDraw.Draw(image)
+    head_r, head_x, head_y = s * 0.18, s / 2, s * 0.40
+    draw.ellipse((head_x - head_r, head_y - head_r, head_x + head_r, head_y + head_r),
+                 fill=figure)
+    draw.ellipse((s * 0.18, s * 0.64, s * 0.82, s * 1.20), fill=figure)
+    return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def avatar(background: RGB, figure: RGB, size: int = AVATAR_SIZE) -> bytes:
-    """A head-and-shoulders silhouette in ``figure`` on ``background``, as PNG."""
-    bg, fg = bytes(background), bytes(figure)
-    head_x, head_y, head_r = size / 2, size * 0.40, size * 0.18
-    body_x, body_y = size / 2, size * 0.92
-    body_rx, body_ry = size * 0.32, size * 0.28
-    rows = []
-    for y in range(size):
-        row = bytearray()
-        for x in range(size):
-            px, py = x + 0.5, y + 0.5
-            in_head = (px - head_x) ** 2 + (py - head_y) ** 2 <= head_r**2
-            in_body = ((px - body_x) / body_rx) ** 2 + ((py - body_y) / body_ry) ** 2 <= 1
-            row += fg if in_head or in_body else bg
-        rows.append(bytes(row))
-    return encode_png(size, size, rows)
+    """The silhouette as PNG bytes."""
+    out = BytesIO()
+    silhouette(size, background, figure).save(out, format="PNG")
+    return out.getvalue()
 
 
 def sample_images() -> dict[str, bytes]:
@@ -118,7 +101,7 @@ def write_samples(directory: str | os.PathLike[str]) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.samples",
+        prog="tools/make_samples.py",
         description="Write a few sample pictures for the local origin.",
     )
     parser.add_argument(

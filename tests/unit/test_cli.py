@@ -1,0 +1,201 @@
+"""The command line: serve (the default), check-config, sign; and what it imports."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import __main__ as cli
+from gateway import server
+from gateway.config import Config
+from gateway.web.signing import UrlSigner
+from tests.support import REPO_ROOT
+
+KEYS = ["new:fedcba9876543210fedc", "old:0123456789abcdef0123"]
+
+
+def run_gateway(*args: str, env: dict[str, str] | None = None,
+                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway ARGS`` as a real process, with only the GATEWAY_* given."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_"))}
+    clean["PYTHONPATH"] = str(REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env={**clean, **(env or {})},
+        cwd=cwd or REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GATEWAY_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
+    """Stands in for the server: records the config it would have served."""
+    calls: list[Config] = []
+
+    def fake_run(config: Config) -> int:
+        calls.append(config)
+        return 0
+
+    monkeypatch.setattr(server, "run", fake_run)
+    return calls
+
+
+def settings_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return str(path)
+
+
+# --- sign ------------------------------------------------------------------------------
+
+
+def test_sign_prints_paths_the_signer_verifies() -> None:
+    result = run_gateway("sign", "/images/abc.png", "/images/abc.png?w=64",
+                         env={"GATEWAY_SIGNING_KEYS": ",".join(KEYS)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("s=")[0] for line in lines] == ["/images/abc.png?",
+                                                       "/images/abc.png?w=64&"]
+    verifier = UrlSigner(KEYS)
+    assert all(verifier.verify(line) for line in lines)
+    assert not UrlSigner(KEYS[1:]).verify(lines[0])  # signed with the first key
+    assert result.stderr == ""
+
+
+def test_sign_reads_keys_from_the_config_file(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = settings_file(tmp_path, f'[signing]\nkeys = ["{KEYS[0]}"]\n')
+    assert cli.main(["--config", path, "sign", "/images/a.png"]) == 0
+    assert UrlSigner(KEYS[:1]).verify(capsys.readouterr().out.strip())
+    assert cli.main(["sign", "--config", path, "/images/b.png"]) == 0
+    assert UrlSigner(KEYS[:1]).verify(capsys.readouterr().out.strip())
+
+
+def test_sign_falls_back_to_gateway_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the former ``python -m gateway.web.signing`` looked for its file."""
+    monkeypatch.setenv("GATEWAY_CONFIG",
+                       settings_file(tmp_path, f'[signing]\nkeys = ["{KEYS[1]}"]\n'))
+    assert cli.main(["sign", "/images/a.png"]) == 0
+    assert UrlSigner(KEYS[1:]).verify(capsys.readouterr().out.strip())
+
+
+def test_sign_without_keys_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sign", "/images/a.png"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "signing.keys is empty" in captured.err
+
+
+def test_sign_needs_a_path(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["sign"])
+    assert info.value.code == 2
+    assert "usage: image-gateway sign" in capsys.readouterr().err
+
+
+def test_a_bad_key_is_refused_without_showing_it(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SIGNING_KEYS", "k1:too-short")
+    assert cli.main(["sign", "/images/a.png"]) == 2
+    err = capsys.readouterr().err
+    assert "signing.keys:" in err
+    assert "too-short" not in err
+
+
+# --- check-config ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["check-config"], ["--check-config"]])
+def test_check_config_exits_0_for_usable_settings(
+        argv: list[str], served: list[Config], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == "image-gateway: config ok\n"
+    assert served == []
+
+
+@pytest.mark.parametrize("argv", [["check-config", "--config", "{path}"],
+                                  ["--config", "{path}", "check-config"],
+                                  ["--check-config", "--config", "{path}"]])
+def test_check_config_exits_2_with_one_line(argv: list[str], tmp_path: Path,
+                                            served: list[Config],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = settings_file(tmp_path, "[server]\nport = 70000\n")
+    assert cli.main([arg.format(path=path) for arg in argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("image-gateway: config error: server.port: 70000")
+    assert served == []
+
+
+def test_check_config_as_a_process() -> None:
+    ok = run_gateway("check-config", "--config", "config/gateway.toml")
+    assert (ok.returncode, ok.stdout) == (0, "image-gateway: config ok\n")
+    bad = run_gateway("--check-config", env={"GATEWAY_SERVER_WORKERS": "0"})
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("image-gateway: config error: server.workers: 0")
+
+
+def test_the_flag_does_not_go_with_another_command(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--check-config", "sign", "/images/a.png"])
+    assert info.value.code == 2
+    assert "--check-config" in capsys.readouterr().err
+
+
+# --- serve and the rest ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "port"), [
+    ([], 8080), (["serve"], 8080), (["--config", "{path}"], 9123),
+    (["serve", "--config", "{path}"], 9123), (["--config", "{path}", "serve"], 9123),
+])
+def test_serve_is_the_default_command(argv: list[str], port: int, tmp_path: Path,
+                                      served: list[Config]) -> None:
+    path = settings_file(tmp_path, "[server]\nport = 9123\n")
+    assert cli.main([arg.format(path=path) for arg in argv]) == 0
+    assert [config.server.port for config in served] == [port]
+
+
+def test_unknown_command_exits_2_with_usage() -> None:
+    result = run_gateway("frobnicate")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: image-gateway")
+    assert "invalid choice: 'frobnicate'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_help_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "check-config", "sign", "--config FILE"):
+        assert command in out
+
+
+def test_the_worker_target_is_importable_by_name() -> None:
+    """A spawned worker finds its target by module and name (multiprocessing spawn)."""
+    assert server.worker_entry.__module__ == "gateway.server"
+    assert pickle.loads(pickle.dumps(server.worker_entry)) is server.worker_entry
+
+
+def test_the_cli_and_supervisor_import_no_server_stack() -> None:
+    """The supervisor of N workers only spawns and watches them: it stays light."""
+    code = ("import sys, gateway.__main__, gateway.server; "
+            "print(' '.join(sorted(m for m in ('aiohttp', 'redis', 'PIL', 'aiobotocore', "
+            "'uvloop', 'botocore') if m in sys.modules)))")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=30, check=True)
+    assert result.stdout.strip() == ""
