@@ -224,6 +224,12 @@ class DiskConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    negative_ttl: float = checked(30.0, at_least(0))
+    negative_max_bytes: int = checked(4 * MiB, at_least(0))
+
+
+@dataclass(frozen=True)
 class FetchConfig:
     lock_timeout: float = checked(10.0, positive)
     refresh_ahead: float = checked(3600.0, at_least(0))
@@ -298,6 +304,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     disk: DiskConfig = field(default_factory=DiskConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     http: HttpConfig = field(default_factory=HttpConfig)

@@ -4,6 +4,7 @@ Knows no aiohttp. Every answer says which layer produced it (``Served.layer``);
 the web layer turns that into ``X-Cache`` and the counters into metrics.
 
     get(image_id)
+      origin said missing a moment ago                  FALLBACK (no I/O at all)
       tiers: fresh in memory / on disk                  HIT-MEMORY, HIT-DISK
       single-flight on the cache key                    (joiners: COALESCED)
         cluster lease: another replica fetching? wait for its result
@@ -11,7 +12,12 @@ the web layer turns that into ``X-Cache`` and the counters into metrics.
           new bytes -> both tiers                       MISS
           304 -> renewed freshness                      REVALIDATED
       origin failed + stale copy                        STALE (refreshed in background)
-      origin says missing                               FALLBACK (copy purged)
+      origin says missing                               FALLBACK (copy purged, miss
+                                                        remembered for negative_ttl)
+
+A copy the tiers do not trust (a purge may have been missed since the origin
+confirmed it, see TieredCache.distrust) is revalidated like an expired one, and
+never served as STALE: a purged picture must not come back when the origin fails.
 """
 
 from __future__ import annotations
@@ -72,8 +78,11 @@ class ImageService:
         """The bytes of ``image_id`` (already validated) from the nearest layer."""
         key = self.cache.key_for(image_id)
         now = self.clock()
-        found = await self.cache.lookup(key, now)
         stats = self.stats
+        if self.cache.known_missing(image_id, now):
+            stats.negative_hits += 1
+            return self._fallback()
+        found = await self.cache.lookup(key, now)
         hit = found.hit
         if hit is not None:
             if hit.layer is Layer.MEMORY:
@@ -88,18 +97,21 @@ class ImageService:
         stats.memory.misses += 1
         if self.cache.disk_enabled:
             stats.disk.misses += 1
-        return await self._from_origin(image_id, key, found.stale)
+        return await self._from_origin(image_id, key, found.stale, now)
 
-    async def _from_origin(self, image_id: str, key: str, stale: Entry | None) -> Served:
+    async def _from_origin(self, image_id: str, key: str, stale: Entry | None,
+                           asked: float) -> Served:
         validator = stale.meta.origin_etag if stale is not None else None
         try:
             result, joined = await self.flights.run(
                 key, lambda: self._fetch(image_id, key, validator, stale))
         except NotFound:
             _close(stale)
+            self.cache.remember_missing(key, asked)
             return self._fallback()
         except (OriginError, Busy):
-            if stale is None:
+            if stale is None or not self.cache.trusted(stale.meta):
+                _close(stale)
                 raise
             self.stats.stale_served += 1
             log.info("origin failed for %s; serving stale copy", image_id)
@@ -123,7 +135,7 @@ class ImageService:
             _close(stale)
             entry = await self.cache.any_copy(key)
             if entry is None:  # evicted in between: fetch it outright
-                return await self._from_origin(image_id, key, None)
+                return await self._from_origin(image_id, key, None, asked)
             return Served(layer, entry)
         if isinstance(stale, Blob):
             return Served(layer, Blob(result, stale.body))
@@ -160,6 +172,9 @@ class ImageService:
     async def _fetch_origin(self, image_id: str, key: str, validator: str | None,
                             stale: Entry | None) -> FlightResult:
         self.stats.origin_fetches += 1
+        # The bytes are known current as of when we asked, not when the answer came:
+        # a purge in between must not be taken as already covered (TieredCache.trusted).
+        asked = self.clock()
         try:
             fetched = await self.origin.fetch(image_id, validator)
         except NotFound:
@@ -172,15 +187,14 @@ class ImageService:
             self.stats.origin_errors += 1
             log.warning("origin fetch of %s failed: %s", image_id, exc.detail)
             raise
-        now = self.clock()
         if isinstance(fetched, NotModified):
             assert stale is not None
             self.stats.origin_not_modified += 1
-            meta = stale.meta.revalidated(now, self._entry_ttl())
+            meta = stale.meta.revalidated(asked, self._entry_ttl())
             await self.cache.renew(key, stale, meta)
             return meta
         self.stats.bytes_from_origin += len(fetched.body)
-        meta = make_meta(fetched.body, fetched.content_type, fetched.last_modified, now,
+        meta = make_meta(fetched.body, fetched.content_type, fetched.last_modified, asked,
                          self._entry_ttl(), fetched.origin_etag)
         blob = Blob(meta, fetched.body)
         await self.cache.store(key, blob)
@@ -200,9 +214,18 @@ class ImageService:
 
     async def url(self, image_id: str) -> SignedUrl | None:
         """A direct URL for the old API; NotFound when the object does not exist."""
-        cached = self.cache.in_memory(self.cache.key_for(image_id))
-        if cached is None or not cached.meta.fresh(self.clock()):
-            await self.origin.head(image_id)
+        key = self.cache.key_for(image_id)
+        now = self.clock()
+        if self.cache.known_missing(image_id, now):
+            self.stats.negative_hits += 1
+            raise NotFound()
+        cached = self.cache.in_memory(key)
+        if cached is None or not self.cache.fresh(cached.meta, now):
+            try:
+                await self.origin.head(image_id)
+            except NotFound:
+                self.cache.remember_missing(key, now)
+                raise
         return await self.origin.url(image_id)
 
     async def cached(self, image_id: str) -> bool:
@@ -211,6 +234,12 @@ class ImageService:
 
     def version_of(self, image_id: str) -> int:
         return self.cache.version_of(image_id)
+
+    def distrust(self) -> None:
+        """Purges may have been missed until now: revalidate every copy the origin
+        confirmed before now (see TieredCache.distrust)."""
+        self.stats.resyncs += 1
+        self.cache.distrust(self.clock())
 
     async def purge_local(self, image_id: str, version: int | None = None) -> None:
         """Drop every cached version and variant of one image from this process

@@ -9,6 +9,18 @@ nothing else touches the layers.
 Versions: a purge moves an image's version forward and the version is part of
 every cache key, so a fetch that was in flight during the purge lands under a
 key nobody asks for any more.
+
+Trust: versions live in Redis and in process memory only, so a process that was
+deaf to the invalidation channel for a while (disconnected, not yet started, or
+facing a Redis that lost its data) may hold copies of purged images under keys
+that still look current. ``distrust(since)`` then makes every copy the origin
+confirmed before ``since`` count as expired: the normal read path revalidates it
+(a conditional GET: 304, or the new bytes) before serving it as fresh, and never
+serves it as a stale copy. ``ObjectMeta.stored_at`` is when the request that
+confirmed the bytes was sent, so a fetch in flight across ``since`` is not trusted.
+
+Misses: images the origin said are missing are remembered (``NegativeCache``)
+under the original's key, so a purge or an upload ends them with the version.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from dataclasses import dataclass
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
+from gateway.cache.negative import NegativeCache
 from gateway.model import Blob, Entry, FileBlob, Layer, ObjectMeta, Served, cache_key
 
 
@@ -57,10 +70,13 @@ class Lookup:
 
 class TieredCache:
     def __init__(self, memory: MemoryCache, disk: DiskCache | NoDisk,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 negative: NegativeCache | None = None, trusted_since: float = 0.0) -> None:
         self.memory = memory
         self.disk = disk
         self.clock = clock
+        self.negative = negative if negative is not None else NegativeCache(0, 0)
+        self.trusted_since = trusted_since
         self.versions: dict[str, int] = {}
 
     @property
@@ -73,16 +89,44 @@ class TieredCache:
     def key_for(self, image_id: str, variant: str = "") -> str:
         return cache_key(image_id, self.versions.get(image_id, 0), variant)
 
+    # -- trust -------------------------------------------------------------------
+
+    def distrust(self, since: float) -> None:
+        """Purges made before ``since`` may have been missed: every copy the origin
+        confirmed before then must be revalidated before it is served."""
+        self.trusted_since = max(self.trusted_since, since)
+
+    def trusted(self, meta: ObjectMeta) -> bool:
+        """Whether no purge can have been missed since the origin confirmed these
+        bytes; an untrusted copy is only a validator, never served as it is."""
+        return meta.stored_at >= self.trusted_since
+
+    def fresh(self, meta: ObjectMeta, now: float) -> bool:
+        return meta.fresh(now) and self.trusted(meta)
+
+    # -- misses ------------------------------------------------------------------
+
+    def known_missing(self, image_id: str, now: float) -> bool:
+        """Whether the origin said, within ``cache.negative_ttl`` and since the last
+        purge of the image, that it does not exist."""
+        since = self.negative.since(self.key_for(image_id), now)
+        return since is not None and since >= self.trusted_since
+
+    def remember_missing(self, key: str, since: float) -> None:
+        """The origin said the original of ``key`` is missing, answering a request
+        sent at ``since``."""
+        self.negative.remember(key, since)
+
     # -- reads -------------------------------------------------------------------
 
     async def lookup(self, key: str, now: float) -> Lookup:
         """The nearest fresh copy (a disk hit that fits is promoted into memory),
-        else the expired copy the layers still hold, if any."""
+        else the expired (or untrusted) copy the layers still hold, if any."""
         blob = self.memory.get_nowait(key)
-        if blob is not None and blob.meta.fresh(now):
+        if blob is not None and self.fresh(blob.meta, now):
             return Lookup(Served(Layer.MEMORY, blob))
         entry = await self.disk.get(key)
-        if entry is not None and entry.meta.fresh(now):
+        if entry is not None and self.fresh(entry.meta, now):
             if isinstance(entry, Blob):
                 self.memory.put_nowait(key, entry)
             return Lookup(Served(Layer.DISK, entry))
@@ -107,7 +151,7 @@ class TieredCache:
         """A fresh memory-sized copy on disk: what another process sharing the disk
         folder (a worker, a replica on this host) has just written."""
         entry = await self.disk.get(key)
-        if isinstance(entry, Blob) and entry.meta.fresh(self.clock()):
+        if isinstance(entry, Blob) and self.fresh(entry.meta, self.clock()):
             return entry
         if entry is not None:
             entry.close()
@@ -117,13 +161,13 @@ class TieredCache:
         """Whether a fresh copy is in memory or on disk (nothing promoted)."""
         now = self.clock()
         blob = self.memory.get_nowait(key)
-        if blob is not None and blob.meta.fresh(now):
+        if blob is not None and self.fresh(blob.meta, now):
             return True
         entry = await self.disk.get(key)
         if entry is None:
             return False
         entry.close()
-        return entry.meta.fresh(now)
+        return self.fresh(entry.meta, now)
 
     # -- writes ------------------------------------------------------------------
 
@@ -168,6 +212,7 @@ class TieredCache:
         current = self.versions.get(image_id, 0)
         if version is not None and version == current:
             return False
+        self.negative.forget(self.key_for(image_id))
         self.versions[image_id] = (version if version is not None and version > current
                                    else current + 1)
         await self.memory.purge(image_id)
@@ -177,6 +222,7 @@ class TieredCache:
     async def clear(self) -> tuple[int, int]:
         """Empty both layers of this process; (memory, disk) entries dropped."""
         counts = (len(self.memory), self.disk.entry_count)
+        self.negative.clear()
         await self.memory.clear()
         await self.disk.clear()
         return counts
@@ -186,6 +232,10 @@ class TieredCache:
         out: dict[str, float] = {"memory.bytes": self.memory.size_bytes,
                                  "memory.entries": len(self.memory),
                                  "memory.limit": self.memory.max_bytes}
+        if self.negative.enabled:
+            out.update({"negative.bytes": self.negative.size_bytes,
+                        "negative.entries": len(self.negative),
+                        "negative.limit": self.negative.max_bytes})
         if self.disk_enabled:
             out.update({"disk.bytes": self.disk.size_bytes,
                         "disk.entries": self.disk.entry_count,

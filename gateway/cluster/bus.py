@@ -4,7 +4,14 @@ A message is an image id (drop that image) or ``user:{user_id}`` (drop that
 alias); ':' cannot occur in an image id, so the two never collide. Versions
 live in Redis (the ``version`` keys); a replica that missed messages
 (Redis down, or the replica restarting) catches up by reading every version
-when it (re)subscribes, so a purge is never lost for longer than an outage.
+when it (re)subscribes.
+
+Reading the versions is not enough when Redis lost them (restarted empty,
+flushed, failed over): so every new subscription first calls ``on_gap`` (the
+owner then revalidates every cached copy before serving it as fresh), and the
+subscription is renewed, with another ``on_gap``, whenever it may have missed
+messages without an error surfacing: the client library reconnected it by
+itself, or Redis's identity (run id, epoch: see epoch.py) changed under it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 
+from gateway.cluster.epoch import Identity, identity_of
 from gateway.cluster.redis import REDIS_ERRORS, RedisLink
 
 log = logging.getLogger(__name__)
@@ -33,20 +43,34 @@ return v
 OnImage = Callable[[str, int], Awaitable[None]]
 OnUser = Callable[[str], Awaitable[None]]
 OnResync = Callable[[dict[str, int]], Awaitable[None]]
+OnGap = Callable[[], None]
+
+#: Seconds to wait for Redis to confirm a subscription.
+CONFIRM_TIMEOUT = 5.0
+
+
+class _Lost(Exception):
+    """The subscription may have missed messages although no call failed."""
 
 
 class InvalidationBus:
+    #: Seconds between checks of Redis's identity while subscribed.
+    identity_interval = 5.0
+
     def __init__(self, link: RedisLink, retry_interval: float = 0.5) -> None:
         self._link = link
         self._keys = link.keys
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._identity: Identity | None = None
+        self._reconnected = False
         self.channel = link.keys.invalidate
         self.subscribed = asyncio.Event()
         self.on_image: OnImage | None = None
         self.on_user: OnUser | None = None
         self.on_resync: OnResync | None = None
+        self.on_gap: OnGap | None = None
 
     @property
     def enabled(self) -> bool:
@@ -121,22 +145,16 @@ class InvalidationBus:
 
     async def _listen(self, redis: Redis) -> None:
         while not self._closing:
-            pubsub = redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = redis.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
-                if self.on_resync is not None:
-                    await self.on_resync(await self.versions(redis))
-                self._link.health.ok()
-                self.subscribed.set()
-                log.info("subscribed to %s", self.channel)
-                while not self._closing:
-                    # The timeout lets a dead connection surface as an error instead of
-                    # a silent wait; redis-py raises on a broken socket.
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        await self._dispatch(message["data"])
+                await self._subscribe(redis, pubsub)
+                await self._receive(redis, pubsub)
             except asyncio.CancelledError:
                 raise
+            except _Lost as exc:
+                self.subscribed.clear()
+                log.warning("invalidation messages may have been missed (%s); "
+                            "subscribing again", exc)
             except REDIS_ERRORS as exc:
                 self.subscribed.clear()
                 self._link.health.failed(exc)
@@ -146,10 +164,64 @@ class InvalidationBus:
                 self.subscribed.clear()
                 log.exception("invalidation listener failed; retrying")
             finally:
+                connection = _connection_of(pubsub)
+                if connection is not None:
+                    connection.deregister_connect_callback(  # type: ignore[no-untyped-call]
+                        self._on_reconnect)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             if not self._closing:
                 await asyncio.sleep(self._retry_interval)
+
+    async def _subscribe(self, redis: Redis, pubsub: PubSub) -> None:
+        await pubsub.subscribe(self.channel)
+        await _confirmed(pubsub)
+        # From here on every message reaches us; whatever was published before may
+        # not have, and Redis may no longer hold the versions that would tell.
+        self._reconnected = False
+        connection = _connection_of(pubsub)
+        assert connection is not None  # it carried the confirmation
+        connection.register_connect_callback(  # type: ignore[no-untyped-call]
+            self._on_reconnect)
+        if self.on_gap is not None:
+            self.on_gap()
+        identity = await identity_of(redis, self._keys)
+        if self._identity is not None and identity != self._identity:
+            log.warning("redis lost its data or was replaced (run id or epoch changed)")
+        self._identity = identity
+        if self.on_resync is not None:
+            await self.on_resync(await self.versions(redis))
+        self._link.health.ok()
+        self.subscribed.set()
+        log.info("subscribed to %s", self.channel)
+
+    async def _receive(self, redis: Redis, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        check_at = loop.time() + self.identity_interval
+        while not self._closing:
+            # The timeout lets a dead connection surface as an error instead of
+            # a silent wait; redis-py raises on a broken socket.
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None and message.get("type") == "message":
+                await self._dispatch(message["data"])
+            if self._reconnected:
+                raise _Lost("the client library reconnected the subscription by itself")
+            if loop.time() >= check_at:
+                check_at = loop.time() + self.identity_interval
+                await self._check_identity(redis)
+
+    async def _check_identity(self, redis: Redis) -> None:
+        try:
+            identity = await identity_of(redis, self._keys)
+        except REDIS_ERRORS:
+            return  # if Redis is really gone, the subscription itself fails
+        if identity != self._identity:
+            raise _Lost("redis lost its data or was replaced (run id or epoch changed)")
+
+    def _on_reconnect(self, _connection: object) -> None:
+        # redis-py re-establishes a dropped pub/sub connection and subscribes again
+        # without telling: whatever was published in between is gone.
+        self._reconnected = True
 
     async def _dispatch(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data
@@ -160,6 +232,23 @@ class InvalidationBus:
         if self.on_image is not None:
             version = await self.version_of(text)
             await self.on_image(text, version if version is not None else -1)
+
+
+def _connection_of(pubsub: PubSub) -> Connection | None:
+    # redis-py declares PubSub.connection as None (its initial value) only.
+    connection: Connection | None = getattr(pubsub, "connection", None)
+    return connection
+
+
+async def _confirmed(pubsub: PubSub) -> None:
+    """Until Redis confirms the subscription: only then is no message missed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CONFIRM_TIMEOUT
+    while (remaining := deadline - loop.time()) > 0:
+        message = await pubsub.get_message(timeout=remaining)
+        if message is not None and message.get("type") == "subscribe":
+            return
+    raise TimeoutError("redis did not confirm the subscription")
 
 
 _FAILED = object()

@@ -21,6 +21,8 @@ class LocalCaches(Protocol):
 
     async def purge_local(self, image_id: str, version: int | None = None) -> None: ...
 
+    def distrust(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class PurgeResult:
@@ -39,6 +41,7 @@ class Invalidator:
         bus.on_image = self.on_image
         bus.on_user = self.on_user
         bus.on_resync = self.on_resync
+        bus.on_gap = self.on_gap
 
     async def purge(self, image_id: str) -> PurgeResult:
         floor = max(self.caches.version_of(image_id) + 1, time.time_ns() // 1000)
@@ -69,6 +72,11 @@ class Invalidator:
 
     async def on_user(self, user_id: str) -> None:
         self.aliases.forget(user_id)
+
+    def on_gap(self) -> None:
+        """A new subscription: purges published before it may never reach us, and
+        Redis may have lost the versions that would tell."""
+        self.caches.distrust()
 
     async def on_resync(self, versions: dict[str, int]) -> None:
         """After (re)subscribing: apply every purge we may have missed."""

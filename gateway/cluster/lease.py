@@ -2,10 +2,10 @@
 
 The replica that takes the lease (``SET lease NX PX``) fetches; when done it
 leaves the result under the ``fill`` key for a short while (small objects' bytes,
-or a "missing" marker). The others poll for that result (or for it on a shared
-disk, which the caller checks), and fetch themselves if the lease disappears
-without a result (holder died or failed) or the wait runs out. Never a deadlock:
-the lease expires by itself, and every wait is bounded.
+or, for two seconds, a "missing" marker). The others poll for that result (or
+for it on a shared disk, which the caller checks), and fetch themselves if the
+lease disappears without a result (holder died or failed) or the wait runs out.
+Never a deadlock: the lease expires by itself, and every wait is bounded.
 
 Polling rather than a pub/sub notice keeps this stateless and robust to a
 missed message; only the one local single-flight leader per replica polls.
@@ -33,6 +33,10 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 MISSING = b"missing"
+#: Seconds the "missing" marker stays: only the replicas already waiting need it (they
+#: poll at least every 0.25 s), and each remembers the miss itself (cache.negative_ttl).
+#: Kept any longer it would be one Redis key per id anyone ever asked for in vain.
+MISSING_TTL = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,7 @@ class ClusterFlight:
         async def publish(r: Any) -> None:
             fill = self._keys.fill(lease.key)
             if missing:
-                await r.set(fill, MISSING, ex=self.fill_ttl)
+                await r.set(fill, MISSING, px=int(min(self.fill_ttl, MISSING_TTL) * 1000))
             elif blob is not None and blob.meta.size <= self.fill_max_bytes:
                 await r.set(fill, _pack(blob), ex=self.fill_ttl)
             await r.eval(_RELEASE, 1, self._keys.lease(lease.key), lease.token)

@@ -72,6 +72,9 @@ class RedisKeys:
     def fill(self, cache_key: str) -> str:
         return f"{self.prefix}:fill:{cache_key}"
 
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
     @classmethod
     def table(cls) -> list[KeyDoc]:
         """The key space with the default prefix, as the architecture document shows it."""
@@ -85,7 +88,9 @@ class RedisKeys:
             KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
                    "cluster.lease_ttl"),
             KeyDoc(keys.fill("{cache_key}"), "the lease holder's result: meta + bytes, "
-                   "or 'missing'", "cluster.fill_ttl"),
+                   "or 'missing'", "cluster.fill_ttl ('missing': 2 s)"),
+            KeyDoc(keys.epoch(), "random token set once (SET NX): gone or changed means "
+                   "Redis lost its data", "none"),
             KeyDoc(keys.invalidate, "channel: an image id, or user:{user_id}", "-"),
         ]
 

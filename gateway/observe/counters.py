@@ -30,6 +30,10 @@ class Stats:
     origin_not_found: int = 0
     stale_served: int = 0
     fallback_served: int = 0
+    negative_hits: int = 0  # requests for a remembered miss: no origin or Redis I/O
+    # (Re)subscriptions to the invalidation channel: copies the origin confirmed
+    # before each are revalidated, since purges may have been missed.
+    resyncs: int = 0
     bytes_served: int = 0  # body bytes sent to clients
     bytes_from_origin: int = 0  # body bytes downloaded from the origin
     url_store_hits: int = 0

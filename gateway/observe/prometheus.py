@@ -158,7 +158,7 @@ def _cache_gauges(s: Snapshot) -> Iterator[Metric]:
                               labels=["layer"])
     entries = GaugeMetricFamily("gateway_cache_entries", "Entries in a cache layer.",
                                 labels=["layer"])
-    for layer in ("memory", "disk"):
+    for layer in ("memory", "disk", "negative"):
         if f"{layer}.limit" in s.gauges:  # a layer that is not configured has no series
             size.add_metric([layer], s.gauges.get(f"{layer}.bytes", 0))
             limit.add_metric([layer], s.gauges[f"{layer}.limit"])

@@ -50,23 +50,28 @@ class S3Origin:
 
     # -- presigned URLs -------------------------------------------------------------
 
-    async def sign(self, image_id: str) -> SignedUrl:
-        """A fresh presigned GET URL, stored for every replica to reuse."""
+    async def _presign(self, image_id: str) -> SignedUrl:
         url: str = await self._client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": self.object_key(image_id)},
             ExpiresIn=self.expires,
         )
-        signed = SignedUrl(url, time.time() + self.expires)
+        return SignedUrl(url, time.time() + self.expires)
+
+    async def sign(self, image_id: str) -> SignedUrl:
+        """A fresh presigned GET URL, stored for every replica to reuse."""
+        signed = await self._presign(image_id)
         await self._store.put(image_id, signed, self.url_ttl)
         return signed
 
     async def url(self, image_id: str) -> SignedUrl:
+        stored = await self._stored(image_id)
+        return stored if stored is not None else await self.sign(image_id)
+
+    async def _stored(self, image_id: str) -> SignedUrl | None:
         stored = await self._store.get(image_id)
-        if stored is None:
-            return await self.sign(image_id)
-        signed_at = stored.expires_at - self.expires
-        if time.time() - signed_at >= self.refresh_after:
+        if stored is not None and time.time() - (stored.expires_at - self.expires) \
+                >= self.refresh_after:
             self._resign_soon(image_id)
         return stored
 
@@ -89,14 +94,17 @@ class S3Origin:
 
     async def fetch(self, image_id: str, if_none_match: str | None = None
                     ) -> Fetched | NotModified:
-        signed = await self.url(image_id)
+        stored = await self._stored(image_id)
+        signed = stored if stored is not None else await self._presign(image_id)
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         try:
             result = await self._get(signed.url, headers)
             if result is _FORBIDDEN:
                 # An expired URL or rotated credentials: sign again, once.
-                await self._store.delete(image_id)
-                signed = await self.sign(image_id)
+                if stored is not None:
+                    await self._store.delete(image_id)
+                    stored = None
+                signed = await self._presign(image_id)
                 result = await self._get(signed.url, headers)
                 if result is _FORBIDDEN:
                     raise OriginError("origin refused access (403) after re-signing")
@@ -108,6 +116,10 @@ class S3Origin:
             raise OriginError(f"origin unreachable: {type(exc).__name__}",
                               retryable=True) from None
         assert not isinstance(result, _Forbidden)
+        if stored is None:
+            # Kept only once the object proved to exist: a request for a missing id
+            # must not leave a key in Redis behind it.
+            await self._store.put(image_id, signed, self.url_ttl)
         return result
 
     async def _get(self, url: str, headers: dict[str, str]

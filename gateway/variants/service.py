@@ -11,9 +11,10 @@ its bytes).
 
 A variant is fresh exactly as long as the original it was made from: it
 records that original's ETag (``ObjectMeta.origin_etag``) and inherits its
-``expires_at``. When it expires the original is asked again (memory, disk, or a
-revalidation with the origin); if its ETag is unchanged the variant only gets
-new freshness, without re-encoding.
+``expires_at`` and ``stored_at`` (so it is trusted exactly when the original is,
+see TieredCache.distrust). When it expires the original is asked again (memory,
+disk, or a revalidation with the origin); if its ETag is unchanged the variant
+only gets new freshness, without re-encoding.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class VariantService:
         try:
             source = await self.service.get(image_id)
         except OriginError:
-            if stale is None:
+            if stale is None or not self.cache.trusted(stale.meta):
                 raise
             self.stats.stale_served += 1
             return Served(Layer.STALE, stale)
@@ -117,7 +118,8 @@ class VariantService:
                 # Same original bytes: the variant is still right, it just takes
                 # the original's (renewed) freshness.
                 renewed = await self.cache.renew(key, stale, replace(
-                    stale.meta, stored_at=self._clock(), expires_at=origin_meta.expires_at))
+                    stale.meta, stored_at=origin_meta.stored_at,
+                    expires_at=origin_meta.expires_at))
                 self.stats.refreshed += 1
                 return Served(layer, renewed)
             body = await _bytes_of(source.entry)
@@ -125,9 +127,9 @@ class VariantService:
             source.entry.close()
         rendered = await self._render(body, spec)
         now = self._clock()
-        blob = Blob(make_meta(rendered.body, rendered.content_type, origin_meta.last_modified,
-                              now, origin_meta.expires_at - now, origin_etag=origin_meta.etag),
-                    rendered.body)
+        meta = make_meta(rendered.body, rendered.content_type, origin_meta.last_modified,
+                         now, origin_meta.expires_at - now, origin_etag=origin_meta.etag)
+        blob = Blob(replace(meta, stored_at=origin_meta.stored_at), rendered.body)
         await self.cache.store(key, blob)
         return Served(layer, blob)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from redis.asyncio import Redis
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
+from gateway.cache.negative import NegativeCache
 from gateway.cache.tiers import NoDisk, TieredCache
 from gateway.cluster.aliases import AliasStore
 from gateway.cluster.bus import InvalidationBus
@@ -203,8 +205,14 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
     workers = config.server.workers
     memory = MemoryCache(config.memory.max_bytes // workers, config.memory.max_object_bytes,
                          max_stale=config.disk.max_stale, counters=stats.memory)
+    negative = NegativeCache(config.cache.negative_ttl,
+                             config.cache.negative_max_bytes // workers)
+    # What an earlier process left on disk may predate purges it never heard of
+    # (it was down, or deaf to Redis): revalidated before it is served. Without
+    # Redis every purge is this process's own, so nothing can have been missed.
+    trusted_since = time.time() if config.redis.url else 0.0
     if not config.disk.enabled:
-        return TieredCache(memory, NoDisk())
+        return TieredCache(memory, NoDisk(), negative=negative, trusted_since=trusted_since)
     # The workers share one folder and each bounds the files it knows of (its own
     # writes and reads, the start-up scan). Every file is known to at least one
     # worker, so N shares of max_bytes / N keep the folder within max_bytes.
@@ -213,7 +221,7 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
                      inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
     await disk.start()
     stack.push_async_callback(disk.close)
-    return TieredCache(memory, disk)
+    return TieredCache(memory, disk, negative=negative, trusted_since=trusted_since)
 
 
 async def _origin(config: Config, store: UrlStore,

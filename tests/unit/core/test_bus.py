@@ -27,9 +27,15 @@ class Heard:
         self.images: list[tuple[str, int]] = []
         self.users: list[str] = []
         self.resyncs: list[dict[str, int]] = []
+        self.gaps = 0
         bus.on_image = self.on_image
         bus.on_user = self.on_user
         bus.on_resync = self.on_resync
+        bus.on_gap = self.on_gap
+
+    def on_gap(self) -> None:
+        assert len(self.resyncs) == self.gaps  # a gap comes before its resync
+        self.gaps += 1
 
     async def on_image(self, image_id: str, version: int) -> None:
         self.images.append((image_id, version))

@@ -32,9 +32,13 @@ class FakeCaches:
     def __init__(self, **versions: int) -> None:
         self.versions = {f"{name}.png": v for name, v in versions.items()}
         self.purged: list[tuple[str, int | None]] = []
+        self.distrusted = 0
 
     def version_of(self, image_id: str) -> int:
         return self.versions.get(image_id, 0)
+
+    def distrust(self) -> None:
+        self.distrusted += 1
 
     async def purge_local(self, image_id: str, version: int | None = None) -> None:
         self.purged.append((image_id, version))
