@@ -17,7 +17,7 @@ import sys
 from collections import OrderedDict
 
 #: What an entry costs besides its key string: its float, the dict slot and the
-#: OrderedDict's link (measured with tracemalloc: about 90 bytes; tests/unit/cache/
+#: OrderedDict's link (measured with tracemalloc: 70-90 bytes; tests/unit/cache/
 #: test_negative.py checks that the accounting never falls below the real use).
 ENTRY_OVERHEAD = 160
 

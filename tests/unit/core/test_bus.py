@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.epoch import identity_of
 from gateway.cluster.redis import RedisLink
 from tests.support.fakes import until
 from tests.support.redis_server import RedisServer
@@ -197,3 +200,72 @@ async def test_close_is_bounded_while_redis_hangs(make_bus: MakeBus,
         await asyncio.wait_for(bus.close(), BOUND)
     finally:
         redis_server.resume()
+
+
+# -- purges that may have been missed ------------------------------------------------------------
+
+
+async def test_every_subscription_starts_with_a_gap(make_bus: MakeBus, redis: Redis) -> None:
+    heard = await subscribed(make_bus())  # Heard checks that the gap comes first
+    assert (heard.gaps, len(heard.resyncs)) == (1, 1)
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    await until(lambda: len(heard.resyncs) == 2, timeout=BOUND)
+    assert heard.gaps == 2
+
+
+async def test_a_silent_reconnect_by_the_client_library_is_a_gap(
+        make_bus: MakeBus, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py re-opens a dropped pub/sub connection and subscribes again on its own,
+    without an error: what was published in between is lost all the same."""
+    heard = await subscribed(make_bus())
+    publisher = make_bus()
+    missed = await publisher.bump("a.png", START)  # a purge published while we were away
+    real = PubSub.get_message
+    drop = asyncio.Event()
+    drop.set()
+
+    async def get_message(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        if drop.is_set() and self.connection is not None:
+            drop.clear()
+            await self.connection.disconnect()  # the next read reconnects by itself
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PubSub, "get_message", get_message)
+    await until(lambda: len(heard.resyncs) == 2, timeout=BOUND)
+    assert heard.gaps == 2 and heard.resyncs[1] == {"a.png": missed}
+
+
+async def test_redis_losing_its_data_under_a_live_subscription_is_a_gap(
+        make_bus: MakeBus, redis: Redis) -> None:
+    bus = make_bus()
+    bus.identity_interval = 0.05
+    heard = await subscribed(bus)
+    epoch = await redis.get("test:epoch")
+    assert epoch is not None
+    await redis.flushall()  # the connection stays, the data (and the epoch) are gone
+    await until(lambda: heard.gaps == 2, timeout=BOUND)
+    await until(lambda: len(heard.resyncs) == 2, timeout=BOUND)
+    assert await redis.get("test:epoch") not in (None, epoch)
+
+
+async def test_identity_is_stable_until_redis_loses_its_data(link: RedisLink,
+                                                             redis: Redis) -> None:
+    client = link.client
+    assert client is not None
+    first = await identity_of(client, link.keys)
+    assert first.run_id and first.epoch
+    assert await identity_of(client, link.keys) == first
+    await redis.delete("test:epoch")
+    again = await identity_of(client, link.keys)
+    assert again.run_id == first.run_id and again.epoch != first.epoch
+
+
+async def test_identity_changes_when_redis_restarts(make_link: MakeLink,
+                                                    redis_server: RedisServer) -> None:
+    before, after = make_link(), make_link()
+    assert before.client is not None and after.client is not None
+    first = await identity_of(before.client, before.keys)
+    redis_server.stop()
+    redis_server.start()  # empty: no persistence
+    second = await identity_of(after.client, after.keys)
+    assert second.run_id != first.run_id and second.epoch != first.epoch

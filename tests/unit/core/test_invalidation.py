@@ -208,3 +208,11 @@ async def test_alias_change_without_redis_is_local(make_replica: MakeReplica,
     assert await here.aliases.resolve("bob") == "b1.png"
     assert await here.invalidator.delete_alias("bob") is False
     assert await here.aliases.resolve("bob") is None
+
+
+async def test_every_subscription_distrusts_the_local_copies(make_replica: MakeReplica,
+                                                             redis: Redis) -> None:
+    there = await make_replica(FakeCaches(a=5)).listen()
+    assert there.caches.distrusted == 1  # what it cached before may predate missed purges
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    await until(lambda: there.caches.distrusted == 2, timeout=BOUND)
