@@ -13,12 +13,15 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiobotocore.session import get_session
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from tests.support import free_port
 from tests.support.gateway_process import GatewayProcess
 from tests.support.proxy import FaultProxy
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import BOTO_CONFIG, S3Bucket
+from tests.support.tcp_proxy import TcpProxy
 from tools.make_samples import write_samples
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -88,6 +91,25 @@ async def test_redis_pause_blackholes_then_resume(redis_server: RedisServer,
     finally:
         redis_server.resume()
         await client.aclose()
+
+
+async def test_tcp_proxy_cuts_a_client_off_and_heals(redis_server: RedisServer,
+                                                     redis_url: str) -> None:
+    proxy = TcpProxy(redis_server.port)
+    client = aioredis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5,
+                               socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    try:
+        assert await client.ping() is True
+        proxy.cut()
+        for _ in range(2):  # the open connection is dropped, a new one refused
+            with pytest.raises(aioredis.ConnectionError):
+                await client.ping()
+        assert redis_server.ping()  # only this client was cut off
+        proxy.heal()
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+        proxy.close()
 
 
 def test_missing_redis_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

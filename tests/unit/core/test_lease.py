@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
-from gateway.cluster.lease import ClusterFlight, Landed, Lease
+from gateway.cluster.lease import MISSING, MISSING_TTL, ClusterFlight, Landed, Lease
 from gateway.cluster.redis import RedisLink
 from gateway.model import Blob
 from tests.support.fakes import blob
@@ -113,6 +113,19 @@ async def test_waiter_learns_the_object_is_missing(make_link: MakeLink) -> None:
     waiting = asyncio.create_task(wait(waiter))
     await holder.release(lease, None, missing=True)
     assert await waiting == Landed(None)
+
+
+async def test_the_missing_marker_lasts_only_as_long_as_waiters_need_it(
+        make_link: MakeLink, redis: Redis) -> None:
+    # One Redis key per id asked for in vain, kept fill_ttl (30 s here), was what
+    # random ids cost; the waiters poll at least every 0.25 s.
+    holder = flight(make_link())
+    lease = await holder.acquire(K)
+    assert isinstance(lease, Lease)
+    await holder.release(lease, None, missing=True)
+    assert await redis.get(FILL_KEY) == MISSING
+    assert 0 < await redis.pttl(FILL_KEY) <= MISSING_TTL * 1000 < 30_000
+    assert await redis.exists(LEASE_KEY) == 0
 
 
 async def test_release_without_a_result_sends_the_waiter_to_the_origin(

@@ -1,0 +1,166 @@
+"""Negative caching (issue 12, part 4): a missing image costs one S3 request per
+``cache.negative_ttl`` and leaves nothing in Redis; a purge or an upload ends it on
+every replica. Real Redis, moto S3 behind the counting proxy, real gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from gateway.web.keys import PARTS
+from tests.support.fakes import until
+from tests.support.images import noise_png as png
+from tests.support.images import sha
+
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+N = 400
+OLD_COST_PER_MISS = 1000  # bytes of Redis memory a miss used to leave (URL + marker)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+class Monitor:
+    """Every command Redis executes while it runs (MONITOR), up to a marker."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = Redis.from_url(redis_url)
+        self.commands: list[str] = []
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Monitor:
+        self._task = asyncio.create_task(self._watch())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def _watch(self) -> None:
+        async with self.client.monitor() as monitor:
+            self._ready.set()
+            while True:
+                self.commands.append((await monitor.next_command())["command"])
+
+    async def __aexit__(self, *exc: object) -> None:
+        marker = f"end-of-watch-{secrets.token_hex(4)}"
+        await self.client.echo(marker)
+        await until(lambda: any(marker in c for c in self.commands), timeout=10)
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.client.aclose()
+
+
+async def test_random_missing_ids_leave_nothing_in_redis_and_reach_s3_once(
+        gateway_client: Any, s3_config: Any, s3: Any, s3_proxy: Any, redis_url: str,
+        redis: Redis) -> None:
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url, redis={"url": redis_url}))
+    stats = client.app[PARTS].stats
+    await until(lambda: redis.exists("profile_pic:epoch"), timeout=10)  # bus subscribed
+    s3.put("here.png", png(1))
+    assert (await client.get("/images/here.png")).headers["X-Cache"] == "MISS"
+    assert await redis.exists("profile_pic:url:here.png:v1")  # kept for an existing object
+    before = set(await redis.keys("*"))
+    memory_before = (await redis.info("memory"))["used_memory"]
+
+    ids = [f"gone-{secrets.token_hex(8)}.png" for _ in range(N)]
+    for image_id in ids:
+        resp = await client.get(f"/images/{image_id}")
+        assert resp.status == 200 and resp.headers["X-Cache"] == "FALLBACK"
+    assert s3_proxy.gets("gone-") == N  # one GET each, no HEAD, nothing else
+    assert s3_proxy.total() == s3_proxy.gets("gone-") + s3_proxy.gets("here.png")
+    added = set(await redis.keys("*")) - before
+    assert all(k.startswith(b"profile_pic:fill:") for k in added)  # no URL, no lease
+    for key in added:  # only what replicas waiting on the same fetch would need
+        assert await redis.pttl(key) <= 2000
+
+    async def markers_gone() -> bool:
+        return await redis.dbsize() == len(before)
+
+    await until(markers_gone, timeout=10, interval=0.1)
+    growth = (await redis.info("memory"))["used_memory"] - memory_before
+    assert growth < N * OLD_COST_PER_MISS // 10
+
+    async with Monitor(redis_url) as watched:
+        for image_id in ids:
+            resp = await client.get(f"/images/{image_id}")
+            assert resp.headers["X-Cache"] == "FALLBACK"
+            resp = await client.get(f"/images/{image_id}?w=64&h=64")  # variants share it
+            assert resp.headers["X-Cache"] == "FALLBACK"
+    assert s3_proxy.gets("gone-") == N
+    assert stats.negative_hits == 2 * N
+    assert not [c for c in watched.commands if "gone-" in c]
+
+
+async def test_negative_ttl_zero_asks_the_origin_every_time(
+        gateway_client: Any, s3_config: Any, s3_proxy: Any) -> None:
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url,
+                                            cache={"negative_ttl": 0}))
+    for _ in range(3):
+        assert (await client.get("/images/nope.png")).headers["X-Cache"] == "FALLBACK"
+    assert s3_proxy.gets("nope.png") == 3
+
+
+async def test_the_url_api_asks_s3_once_for_a_missing_object(
+        gateway_client: Any, s3_config: Any, s3_proxy: Any) -> None:
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url))
+    for _ in range(3):
+        assert (await client.get("/images/nope.png/url")).status == 404
+    assert s3_proxy.count("HEAD") == 1
+    assert (await client.get("/images/nope.png")).headers["X-Cache"] == "FALLBACK"
+    assert s3_proxy.total() == 1
+
+
+async def test_an_upload_ends_the_miss_on_every_replica(
+        spawn_gateway: Any, s3: Any, s3_proxy: Any, redis_url: str) -> None:
+    env = {**s3.env(s3_proxy.url), "GATEWAY_REDIS_URL": redis_url,
+           "GATEWAY_ADMIN_TOKEN": TOKEN, "GATEWAY_SERVER_ACCESS_LOG": "false"}
+    a, b = spawn_gateway(env), spawn_gateway(env)
+    async with aiohttp.ClientSession() as session:
+        async def layer(gateway: Any) -> tuple[str, str]:
+            async with session.get(f"{gateway.url}/images/new.png") as resp:
+                await resp.read()
+                return resp.headers["X-Cache"], resp.headers.get("ETag", "")
+
+        for gateway in (a, b):
+            assert (await layer(gateway))[0] == "FALLBACK"
+        asked = s3_proxy.gets("new.png")
+        assert 1 <= asked <= 2
+        for gateway in (a, b):
+            assert (await layer(gateway))[0] == "FALLBACK"
+        assert s3_proxy.gets("new.png") == asked  # remembered on both
+
+        async with session.put(f"{a.url}/admin/images/new.png", data=png(7),
+                               headers=AUTH) as resp:
+            assert resp.status == 200
+            uploaded = await resp.json()
+        assert uploaded["propagated"] is True
+        assert await layer(a) == ("MISS", uploaded["etag"])  # at once, here
+
+        async def b_serves_the_upload() -> bool:
+            return await layer(b) == ("MISS", uploaded["etag"])
+
+        await until(b_serves_the_upload, timeout=5, interval=0.05)  # through the bus
+
+
+async def test_a_purge_ends_the_miss(gateway_client: Any, s3_config: Any, s3: Any,
+                                     s3_proxy: Any) -> None:
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url, admin={"token": TOKEN}))
+    assert (await client.get("/images/late.png")).headers["X-Cache"] == "FALLBACK"
+    s3.put("late.png", png(8))  # written straight to the bucket: the gateway can't know
+    assert (await client.get("/images/late.png")).headers["X-Cache"] == "FALLBACK"
+    assert (await client.delete("/admin/images/late.png", headers=AUTH)).status == 200
+    resp = await client.get("/images/late.png")
+    assert resp.headers["X-Cache"] == "MISS" and sha(await resp.read()) == sha(png(8))
