@@ -164,3 +164,13 @@ async def test_a_purge_ends_the_miss(gateway_client: Any, s3_config: Any, s3: An
     assert (await client.delete("/admin/images/late.png", headers=AUTH)).status == 200
     resp = await client.get("/images/late.png")
     assert resp.headers["X-Cache"] == "MISS" and sha(await resp.read()) == sha(png(8))
+
+
+async def test_remembered_misses_in_the_metrics(gateway_client: Any, s3_config: Any) -> None:
+    client = await gateway_client(s3_config())
+    for _ in range(3):
+        await client.get("/images/nope.png")
+    text = await (await client.get("/metrics")).text()
+    assert "gateway_negative_hits_total 2.0" in text
+    assert 'gateway_cache_entries{layer="negative"} 1.0' in text
+    assert 'gateway_cache_limit_bytes{layer="negative"} 4.194304e+06' in text
