@@ -79,22 +79,24 @@ class ImageService:
         key = self.cache.key_for(image_id)
         now = self.clock()
         stats = self.stats
-        if self.cache.known_missing(image_id, now):
+        blob = self.cache.fresh_in_memory(key, now)
+        if blob is not None:
+            stats.memory.hits += 1
+            if blob.meta.expires_at - now < self.refresh_ahead:
+                self._refresh_soon(image_id, key, blob)
+            return Served(Layer.MEMORY, blob)
+        stats.memory.misses += 1
+        if self.cache.known_missing(key, now):
             stats.negative_hits += 1
             return self._fallback()
-        found = await self.cache.lookup(key, now)
+        found = await self.cache.lookup(key, now)  # memory has no fresh copy: disk or none
         hit = found.hit
         if hit is not None:
-            if hit.layer is Layer.MEMORY:
-                stats.memory.hits += 1
-            else:
-                stats.memory.misses += 1
-                stats.disk.hits += 1
+            stats.disk.hits += 1
             entry = hit.entry
             if isinstance(entry, Blob) and entry.meta.expires_at - now < self.refresh_ahead:
                 self._refresh_soon(image_id, key, entry)
             return hit
-        stats.memory.misses += 1
         if self.cache.disk_enabled:
             stats.disk.misses += 1
         return await self._from_origin(image_id, key, found.stale, now)
@@ -216,7 +218,7 @@ class ImageService:
         """A direct URL for the old API; NotFound when the object does not exist."""
         key = self.cache.key_for(image_id)
         now = self.clock()
-        if self.cache.known_missing(image_id, now):
+        if self.cache.known_missing(key, now):
             self.stats.negative_hits += 1
             raise NotFound()
         cached = self.cache.in_memory(key)

@@ -106,10 +106,10 @@ class TieredCache:
 
     # -- misses ------------------------------------------------------------------
 
-    def known_missing(self, image_id: str, now: float) -> bool:
+    def known_missing(self, key: str, now: float) -> bool:
         """Whether the origin said, within ``cache.negative_ttl`` and since the last
-        purge of the image, that it does not exist."""
-        since = self.negative.since(self.key_for(image_id), now)
+        purge of the image (``key`` is its original's), that it does not exist."""
+        since = self.negative.since(key, now)
         return since is not None and since >= self.trusted_since
 
     def remember_missing(self, key: str, since: float) -> None:
@@ -135,6 +135,12 @@ class TieredCache:
         if entry is not None:
             entry.close()
         return Lookup(stale=blob)
+
+    def fresh_in_memory(self, key: str, now: float) -> Blob | None:
+        """The hot path: a fresh (and trusted) memory entry, with no coroutine and no
+        disk I/O."""
+        blob = self.memory.fresh(key, now)
+        return blob if blob is not None and self.trusted(blob.meta) else None
 
     def in_memory(self, key: str) -> Blob | None:
         """The memory copy, fresh or not (no disk I/O)."""

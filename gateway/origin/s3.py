@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 
 import aiohttp
@@ -19,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import checked_type
-from gateway.origin.presign import SignedUrl, UrlStore
+from gateway.origin.presign import SignedUrl, StoredUrlCheck, UrlStore
 from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,19 @@ class S3Origin:
         await self._store.put(image_id, signed, self.url_ttl)
         return signed
 
+    @cached_property
+    def _url_check(self) -> StoredUrlCheck:
+        # The endpoint botocore really signs for: s3.endpoint, or AWS's for the region.
+        return StoredUrlCheck(self._client.meta.endpoint_url, self.bucket)
+
     async def url(self, image_id: str) -> SignedUrl:
         stored = await self._stored(image_id)
         return stored if stored is not None else await self.sign(image_id)
 
     async def _stored(self, image_id: str) -> SignedUrl | None:
-        stored = await self._store.get(image_id)
+        key = self.object_key(image_id)
+        stored = await self._store.get(image_id,
+                                       lambda url: self._url_check.problem(url, key))
         if stored is not None and time.time() - (stored.expires_at - self.expires) \
                 >= self.refresh_after:
             self._resign_soon(image_id)
@@ -99,15 +108,16 @@ class S3Origin:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         try:
             result = await self._get(signed.url, headers)
-            if result is _FORBIDDEN:
-                # An expired URL or rotated credentials: sign again, once.
-                if stored is not None:
-                    await self._store.delete(image_id)
-                    stored = None
+            if isinstance(result, _Refused):
+                # An expired URL, rotated credentials, or a stored URL someone else
+                # wrote (bad signature or parameters): sign again, once.
+                await self._store.delete(image_id)
+                stored = None
                 signed = await self._presign(image_id)
                 result = await self._get(signed.url, headers)
-                if result is _FORBIDDEN:
-                    raise OriginError("origin refused access (403) after re-signing")
+                if isinstance(result, _Refused):
+                    raise OriginError(f"origin refused the URL ({result.status}) "
+                                      "after re-signing")
         except TimeoutError:
             raise OriginTimeout() from None
         except aiohttp.ClientPayloadError:
@@ -115,7 +125,7 @@ class S3Origin:
         except (aiohttp.ClientError, OSError) as exc:
             raise OriginError(f"origin unreachable: {type(exc).__name__}",
                               retryable=True) from None
-        assert not isinstance(result, _Forbidden)
+        assert not isinstance(result, _Refused)
         if stored is None:
             # Kept only once the object proved to exist: a request for a missing id
             # must not leave a key in Redis behind it.
@@ -123,15 +133,15 @@ class S3Origin:
         return result
 
     async def _get(self, url: str, headers: dict[str, str]
-                   ) -> Fetched | NotModified | _Forbidden:
+                   ) -> Fetched | NotModified | _Refused:
         async with self._http.get(url, headers=headers, timeout=self._timeout,
                                   allow_redirects=False, auto_decompress=False) as resp:
             if resp.status == 304:
                 return NOT_MODIFIED
             if resp.status == 404:
                 raise NotFound()
-            if resp.status == 403:
-                return _FORBIDDEN
+            if resp.status in (400, 403):  # S3's answers to a bad presigned URL
+                return _Refused(resp.status)
             if resp.status != 200:
                 raise OriginError(f"origin answered {resp.status}",
                                   retryable=resp.status >= 500)
@@ -195,11 +205,9 @@ class S3Origin:
         await self._resigning.cancel_all()
 
 
-class _Forbidden:
-    pass
-
-
-_FORBIDDEN = _Forbidden()
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    status: int
 
 
 def _epoch(http_date: str | None) -> int:

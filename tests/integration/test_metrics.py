@@ -177,7 +177,8 @@ async def client_local(gateway_client, gateway_config):
 
 async def test_redis_down_is_reported(gateway_client, gateway_config, redis_server):
     redis_server.ensure_running()
-    client = await gateway_client(gateway_config(redis={"url": redis_server.url}))
+    client = await gateway_client(gateway_config(redis={"url": redis_server.url},
+                                                 cluster={"secret": "s" * 32}))
     await (await client.get("/readyz")).read()
     assert (await scrape(client)).value("gateway_redis_state", state="up") == 1
     redis_server.pause()

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from gateway.cluster.redis import keys_for
 from gateway.web.keys import PARTS
 from tests.support.fakes import until
 from tests.support.images import noise_png as png
@@ -66,12 +67,14 @@ class Monitor:
 async def test_random_missing_ids_leave_nothing_in_redis_and_reach_s3_once(
         gateway_client: Any, s3_config: Any, s3: Any, s3_proxy: Any, redis_url: str,
         redis: Redis) -> None:
-    client = await gateway_client(s3_config(endpoint=s3_proxy.url, redis={"url": redis_url}))
+    config = s3_config(endpoint=s3_proxy.url, redis={"url": redis_url})
+    keys = keys_for(config)
+    client = await gateway_client(config)
     stats = client.app[PARTS].stats
-    await until(lambda: redis.exists("profile_pic:epoch"), timeout=10)  # bus subscribed
+    await until(lambda: redis.exists(keys.epoch()), timeout=10)  # the bus subscribed
     s3.put("here.png", png(1))
     assert (await client.get("/images/here.png")).headers["X-Cache"] == "MISS"
-    assert await redis.exists("profile_pic:url:here.png:v1")  # kept for an existing object
+    assert await redis.exists(keys.url("here.png"))  # kept for an existing object
     before = set(await redis.keys("*"))
     memory_before = (await redis.info("memory"))["used_memory"]
 
@@ -82,7 +85,7 @@ async def test_random_missing_ids_leave_nothing_in_redis_and_reach_s3_once(
     assert s3_proxy.gets("gone-") == N  # one GET each, no HEAD, nothing else
     assert s3_proxy.total() == s3_proxy.gets("gone-") + s3_proxy.gets("here.png")
     added = set(await redis.keys("*")) - before
-    assert all(k.startswith(b"profile_pic:fill:") for k in added)  # no URL, no lease
+    assert all(k.startswith(keys.fill("").encode()) for k in added)  # no URL, no lease
     for key in added:  # only what replicas waiting on the same fetch would need
         assert await redis.pttl(key) <= 2000
 

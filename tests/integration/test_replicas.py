@@ -9,6 +9,8 @@ from functools import partial
 import aiohttp
 import pytest
 
+from gateway.cluster.redis import keys_for
+from gateway.config_load import load
 from tests.support.fakes import until
 from tests.support.images import noise_png as png
 from tests.support.images import sha
@@ -159,7 +161,7 @@ async def test_redis_killed_mid_run_everything_still_answered(pair, s3, session,
 
 
 @pytest.mark.timeout(60)
-async def test_purge_missed_during_outage_applied_on_reconnect(pair, s3, session,
+async def test_purge_missed_during_outage_applied_on_reconnect(pair, s3, s3_proxy, session,
                                                                redis_server, redis_url):
     from redis.asyncio import Redis
 
@@ -171,7 +173,8 @@ async def test_purge_missed_during_outage_applied_on_reconnect(pair, s3, session
     # reached it. Dropping its subscription makes it reconnect and resync versions.
     redis = Redis.from_url(redis_url)
     try:
-        await redis.incr("profile_pic:ver:m.png")
+        env = {**s3.env(s3_proxy.url), "GATEWAY_REDIS_URL": redis_url}
+        await redis.incr(keys_for(load(None, env)).version("m.png"))
         await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
     finally:
         await redis.aclose()

@@ -85,7 +85,7 @@ async def test_bump_moves_forward_and_respects_the_floor(make_bus: MakeBus,
     assert await bus.bump("a.png", 100) == 100
     assert await bus.bump("a.png", 50) == 101
     assert await bus.bump("b.png", 0) == 1  # per image
-    assert await redis.get("test:ver:a.png") == b"101"
+    assert await redis.get("test:dep:ver:a.png") == b"101"
     assert await bus.version_of("a.png") == 101 and await bus.version_of("c.png") == 0
 
 
@@ -98,7 +98,7 @@ async def test_bump_never_repeats_after_redis_lost_its_data(make_bus: MakeBus,
     await redis.flushall()  # what a restart without persistence leaves
     third = await bus.bump("a.png", second + 1)
     assert third == second + 1
-    assert await redis.get("test:ver:a.png") == str(third).encode()  # stored exactly
+    assert await redis.get("test:dep:ver:a.png") == str(third).encode()  # stored exactly
 
 
 async def test_without_redis_nothing_is_bumped_or_sent(no_redis: RedisLink) -> None:
@@ -153,8 +153,8 @@ async def test_publish_with_nobody_listening_still_succeeds(make_bus: MakeBus) -
 
 async def test_subscribe_reads_every_version(make_bus: MakeBus, redis: Redis) -> None:
     versions = {f"img{i}.png": i + 1 for i in range(1500)}  # more than one SCAN batch
-    await redis.mset({f"test:ver:{k}": v for k, v in versions.items()})
-    await redis.set("test:user:bob", "img1.png")  # not a version
+    await redis.mset({f"test:dep:ver:{k}": v for k, v in versions.items()})
+    await redis.set("test:dep:user:bob", "img1.png")  # not a version
     await redis.set("other:ver:x.png", 9)  # another prefix
     heard = await subscribed(make_bus())
     assert heard.resyncs == [versions]
@@ -240,12 +240,12 @@ async def test_redis_losing_its_data_under_a_live_subscription_is_a_gap(
     bus = make_bus()
     bus.identity_interval = 0.05
     heard = await subscribed(bus)
-    epoch = await redis.get("test:epoch")
+    epoch = await redis.get("test:dep:epoch")
     assert epoch is not None
     await redis.flushall()  # the connection stays, the data (and the epoch) are gone
     await until(lambda: heard.gaps == 2, timeout=BOUND)
     await until(lambda: len(heard.resyncs) == 2, timeout=BOUND)
-    assert await redis.get("test:epoch") not in (None, epoch)
+    assert await redis.get("test:dep:epoch") not in (None, epoch)
 
 
 async def test_identity_is_stable_until_redis_loses_its_data(link: RedisLink,
@@ -255,7 +255,7 @@ async def test_identity_is_stable_until_redis_loses_its_data(link: RedisLink,
     first = await identity_of(client, link.keys)
     assert first.run_id and first.epoch
     assert await identity_of(client, link.keys) == first
-    await redis.delete("test:epoch")
+    await redis.delete("test:dep:epoch")
     again = await identity_of(client, link.keys)
     assert again.run_id == first.run_id and again.epoch != first.epoch
 
