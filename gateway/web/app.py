@@ -7,6 +7,7 @@ the app's cleanup in the reverse order of construction.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: Admin bodies (uploads) may be larger than image requests ever are.
 ADMIN_MAX_BODY = 16 * 1024 * 1024
+#: Seconds the start waits for the first subscription to the invalidation channel.
+FIRST_SUBSCRIPTION_WAIT = 2.0
 
 
 async def create_app(config: Config) -> web.Application:
@@ -113,6 +116,13 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)
+    if link.enabled:
+        # Serve once subscribed: whatever is cached before that is revalidated when
+        # the subscription comes (purges may have been missed until then). Bounded:
+        # a Redis that is down must not keep the gateway from starting.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_SUBSCRIPTION_WAIT):
+                await bus.subscribed.wait()
 
     checks: dict[str, Check] = {"origin": origin.ping}
     if isinstance(cache.disk, DiskCache):

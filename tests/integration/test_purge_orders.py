@@ -24,6 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.web.keys import PARTS
+from tests.support import free_port
 from tests.support.fakes import until
 from tests.support.gateway_process import GatewayProcess
 from tests.support.images import noise_png as png
@@ -171,3 +173,28 @@ async def test_a_missed_purge_is_never_served(order: tuple[str, ...], mode: str,
     assert len(conditional) == s3_proxy.gets("q.png") == 1
     status, layer, _ = await fetch(session, f"{world.r.url}/images/q.png")
     assert (status, layer) == (200, "HIT-MEMORY") and s3_proxy.gets("q.png") == 1
+
+
+# -- the start ------------------------------------------------------------------------------
+
+
+async def test_with_redis_the_gateway_serves_once_subscribed(
+        gateway_client: Any, s3_config: Any, s3: S3Bucket, s3_proxy: FaultProxy,
+        redis_url: str) -> None:
+    """A copy fetched before the first subscription would be revalidated when it
+    comes: the start waits for it, so the first pictures are fetched once."""
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url, redis={"url": redis_url}))
+    assert client.app[PARTS].stats.resyncs == 1
+    s3.put("first.png", png(1))
+    layers = [(await client.get("/images/first.png")).headers["X-Cache"] for _ in range(2)]
+    assert layers == ["MISS", "HIT-MEMORY"] and s3_proxy.gets("first.png") == 1
+
+
+async def test_with_redis_down_the_gateway_still_starts(
+        gateway_client: Any, s3_config: Any, s3: S3Bucket, s3_proxy: FaultProxy) -> None:
+    client = await gateway_client(s3_config(
+        endpoint=s3_proxy.url, redis={"url": f"redis://127.0.0.1:{free_port()}/0"}))
+    s3.put("first.png", png(1))
+    resp = await client.get("/images/first.png")
+    assert resp.status == 200 and resp.headers["X-Cache"] == "MISS"
+    assert client.app[PARTS].stats.resyncs == 0
