@@ -1,0 +1,30 @@
+"""Issue 12, part 5: hostile input and faults, each through the real HTTP stack.
+
+Every case here answered a 500, a traceback or the wrong thing before issue 12.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import ASSETS
+
+PFP = (ASSETS / "default_pfp.png").read_bytes()
+
+
+@pytest.fixture
+async def client(gateway_client, gateway_config):
+    return await gateway_client(gateway_config())
+
+
+# -- conditional requests ---------------------------------------------------------------
+
+@pytest.mark.parametrize("date", [
+    "Sun, 06 Nov 99999999999 08:49:37 GMT",  # past what a datetime holds: OverflowError
+    "Sun, 06 Nov 1994 99:49:37 GMT",
+    "Sun, 06 Nov 1994 08:49:37 +9999",
+])
+async def test_out_of_range_if_modified_since_is_ignored(client, date):
+    resp = await client.get("/images/default_pfp.png", headers={"If-Modified-Since": date})
+    assert resp.status == 200
+    assert await resp.read() == PFP
