@@ -43,7 +43,8 @@ def bearer_auth(token: str) -> Middleware:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: "[[[[..." nested past the decoder's limit is no JSON we take.
         raise BadRequest("body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")

@@ -28,3 +28,26 @@ async def test_out_of_range_if_modified_since_is_ignored(client, date):
     resp = await client.get("/images/default_pfp.png", headers={"If-Modified-Since": date})
     assert resp.status == 200
     assert await resp.read() == PFP
+
+
+# -- admin bodies -------------------------------------------------------------------------
+
+TOKEN = "a-token-long-enough-for-the-check"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NESTED = "[" * 100_000 + "]" * 100_000  # past the JSON decoder's recursion limit
+
+
+@pytest.fixture
+async def admin(gateway_client, gateway_config):
+    return await gateway_client(gateway_config(admin={"token": TOKEN}))
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("PUT", "/admin/users/u1"), ("POST", "/admin/prefetch"),
+])
+@pytest.mark.parametrize("body", [NESTED, '{"image_ids": ' + NESTED + "}"])
+async def test_deeply_nested_json_is_400(admin, method, path, body):
+    resp = await admin.request(method, path, data=body,
+                               headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status == 400
+    assert (await resp.json())["success"] is False
