@@ -33,7 +33,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 500 and not isinstance(exc, Busy):
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status,
                         exc.detail)
-        response = error_response(exc.status, exc.public_message)
+        response = error_response(exc.status, exc.answer)
     except web.HTTPException as exc:
         if exc.status == 405:
             allow = exc.headers.get("Allow", "GET, HEAD")

@@ -50,4 +50,22 @@ async def test_deeply_nested_json_is_400(admin, method, path, body):
     resp = await admin.request(method, path, data=body,
                                headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 400
-    assert (await resp.json())["success"] is False
+    assert (await resp.json()) == {"success": False, "error": "body must be JSON"}
+
+
+# -- variant parameters -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("w=33", "w must be one of 32, 48, 64, 96, 128, 256, 512 (transform.widths)"),
+    ("h=1e3", "h must be one of 32, 48, 64, 96, 128, 256, 512 (transform.heights)"),
+    ("w=64&q=81", "q must be one of 50, 60, 70, 75, 80, 85, 90 (transform.qualities)"),
+    ("w=64&w=64", "w given more than once"),
+    ("w=64&h=64&fit=fill", "fit must be one of cover, contain"),
+    ("format=bmp", "format must be one of auto, original, "),
+])
+async def test_variant_400_carries_the_documented_message(client, query, message):
+    resp = await client.get(f"/images/default_pfp.png?{query}")
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["success"] is False
+    assert body["error"].startswith(message)
