@@ -34,6 +34,7 @@ class Stats:
     bytes_from_origin: int = 0  # body bytes downloaded from the origin
     url_store_hits: int = 0
     url_store_misses: int = 0
+    malformed_requests: int = 0  # refused by the HTTP parser (request line, header): 400
 
     def reset(self) -> None:
         for f in fields(self):

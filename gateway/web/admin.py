@@ -40,6 +40,15 @@ def bearer_auth(token: str) -> Middleware:
     return auth
 
 
+@web.middleware
+async def no_store(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No admin answer is for a cache: stats, purge results and the dashboard are each
+    true once. (Error answers are no-store already.)"""
+    response = await handler(request)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()

@@ -48,6 +48,14 @@ def _entity_headers(etag: str, last_modified: int, content_type: str, layer: str
     return headers, full
 
 
+async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer, whoever made it (a handler, the router, a
+    middleware), names no framework version and forbids sniffing."""
+    headers = response.headers
+    headers["Server"] = SERVER  # aiohttp has set its own by now
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 def image_response(request: web.Request, served: Served, cache_control: str,
                    send_timeout: float = 60.0, vary: str | None = None) -> web.StreamResponse:
     entry = served.entry

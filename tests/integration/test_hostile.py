@@ -5,11 +5,28 @@ Every case here answered a 500, a traceback or the wrong thing before issue 12.
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+import re
+import socket
+
 import pytest
+from aiohttp import web
 
 from gateway.config import ASSETS
+from tests.support.images import noise_png
 
 PFP = (ASSETS / "default_pfp.png").read_bytes()
+
+
+def assert_error_headers(resp) -> None:
+    """The rules of every error answer (README, HTTP rules)."""
+    h = resp.headers
+    assert h["Content-Type"].startswith("application/json")
+    assert h["Cache-Control"] == "no-store"
+    assert h["X-Content-Type-Options"] == "nosniff"
+    assert h["Server"] == "image-gateway"
 
 
 @pytest.fixture
@@ -69,3 +86,138 @@ async def test_variant_400_carries_the_documented_message(client, query, message
     body = await resp.json()
     assert body["success"] is False
     assert body["error"].startswith(message)
+
+
+# -- uploads ------------------------------------------------------------------------------
+
+async def test_upload_up_to_the_documented_limit_is_accepted(admin, origin_dir):
+    body = noise_png(1, size=(700, 700))  # ~1.4 MB: over aiohttp's default 1 MiB
+    assert 1024 * 1024 < len(body) < 16 * 1024 * 1024
+    resp = await admin.put("/admin/images/big.png", data=io.BytesIO(body), headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["width"] == 128
+    assert (origin_dir / "big.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_upload_over_the_limit_is_413_json(admin, origin_dir):
+    resp = await admin.put("/admin/images/huge.png",
+                           data=io.BytesIO(b"\0" * (16 * 1024 * 1024 + 1)), headers=AUTH)
+    assert resp.status == 413
+    assert (await resp.json()) == {"success": False, "error": "request body too large"}
+    assert_error_headers(resp)
+    assert not (origin_dir / "huge.png").exists()
+
+
+# -- aiohttp's own answers -----------------------------------------------------------------
+
+class RawAnswer:
+    def __init__(self, raw: bytes) -> None:
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = dict(line.split(": ", 1) for line in lines[1:])
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+def exchange(port: int, request: bytes) -> RawAnswer:
+    """Send raw bytes on a new connection; what comes back until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return RawAnswer(b"".join(chunks))
+
+
+MALFORMED = {
+    "request line": (b"GET /images/a.png HTTP/1.1 <script>x</script>\r\nHost: x\r\n\r\n",
+                     "malformed request line"),
+    "control character": (b"GET /images/a.png HTTP/1.1\r\nHost: x\r\n"
+                          b"X-Probe: <script>\x01</script>\r\n\r\n", "malformed request"),
+    "over-long header": (b"GET /images/a.png HTTP/1.1\r\nHost: x\r\nX-Probe: <script>"
+                         + b"a" * 9000 + b"\r\n\r\n", "request line or header too long"),
+}
+
+
+@pytest.mark.timeout(60)
+async def test_protocol_errors_follow_the_error_rules(spawn_gateway):
+    """Refused by aiohttp's parser, before any middleware: still the gateway's JSON answer
+    that quotes nothing back, counted, and logged as one WARNING line, no traceback."""
+    gateway = await asyncio.to_thread(spawn_gateway, {"GATEWAY_ADMIN_TOKEN": TOKEN})
+    for what, (request, message) in MALFORMED.items():
+        for _ in range(3):
+            answer = await asyncio.to_thread(exchange, gateway.port, request)
+            assert answer.status == 400, what
+            assert answer.json() == {"success": False, "error": message}, what
+            assert b"script" not in answer.body
+            assert_error_headers(answer)
+            assert answer.headers["X-Cache"] == "ERROR"
+    # A body over the limit is aiohttp's 413, raised inside the app.
+    upload = (b"PUT /admin/images/x.png HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+              + TOKEN.encode() + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n")
+    size = 16 * 1024 * 1024 + 1
+    answer = await asyncio.to_thread(exchange, gateway.port, upload % size + b"\0" * size)
+    assert answer.status == 413
+    assert answer.json() == {"success": False, "error": "request body too large"}
+    assert_error_headers(answer)
+
+    metrics = await asyncio.to_thread(exchange, gateway.port,
+                                      b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                                      b"Connection: close\r\n\r\n")
+    assert b"gateway_malformed_requests_total 9.0" in metrics.body
+    log = gateway.stderr_text()
+    assert "Traceback" not in log
+    assert "script" not in log
+    warnings = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
+    assert len(warnings) == 1, warnings
+    assert re.search(r"refused a malformed request from 127\.0\.0\.1 \(\w+\)$", warnings[0])
+
+
+async def test_every_route_names_the_gateway_and_forbids_sniffing(admin):
+    routes = {(r.method, r.resource.canonical) for r in admin.app.router.routes()
+              if r.resource is not None and r.method == "GET"}
+    paths = {canonical.replace("{image_id}", "default_pfp.png").replace("{user_id}", "u1")
+             for _, canonical in routes} | {"/nowhere", "/admin/stats", "/admin/dashboard"}
+    assert {"/healthz", "/readyz", "/metrics", "/images/default_pfp.png/url"} <= paths
+    for path in sorted(paths):
+        resp = await admin.get(path, headers=AUTH)
+        await resp.read()
+        assert resp.headers["Server"] == "image-gateway", path
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+
+
+# -- admin answers ------------------------------------------------------------------------
+
+ADMIN_CALLS = {
+    ("DELETE", "/admin/images/{image_id}"): ("/admin/images/default_pfp.png", None),
+    ("PUT", "/admin/images/{image_id}"): ("/admin/images/up.png", noise_png(3)),
+    ("PUT", "/admin/users/{user_id}"): ("/admin/users/u1", {"image_id": "default_pfp.png"}),
+    ("DELETE", "/admin/users/{user_id}"): ("/admin/users/u1", None),
+    ("POST", "/admin/prefetch"): ("/admin/prefetch", {"image_ids": ["default_pfp.png"]}),
+    ("GET", "/admin/stats"): ("/admin/stats", None),
+    ("POST", "/admin/stats/reset"): ("/admin/stats/reset", None),
+    ("POST", "/admin/cache/clear"): ("/admin/cache/clear", None),
+    ("GET", "/admin/dashboard"): ("/admin/dashboard", None),
+}
+
+
+def _admin_routes(app: web.Application) -> set[tuple[str, str]]:
+    found = set()
+    for resource in app.router.resources():
+        if isinstance(resource, web.PrefixedSubAppResource):
+            sub = resource.get_info()["app"]
+            found |= {(r.method, r.resource.canonical) for r in sub.router.routes()
+                      if r.method != "HEAD" and r.resource is not None}
+    return found
+
+
+async def test_every_admin_answer_is_no_store(admin):
+    assert _admin_routes(admin.app) == set(ADMIN_CALLS)  # a new route needs a case here
+    for (method, _), (path, body) in ADMIN_CALLS.items():
+        kwargs = {"json": body} if isinstance(body, dict) else {"data": body}
+        resp = await admin.request(method, path, headers=AUTH, **kwargs)
+        await resp.read()
+        assert resp.status == 200, (method, path, resp.status)
+        assert resp.headers["Cache-Control"] == "no-store", (method, path)
