@@ -333,6 +333,11 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
     if presign.cache_ttl >= presign.expires:
         yield (f"presign.cache_ttl: {presign.cache_ttl} must be below presign.expires "
                f"({presign.expires}) so no stored URL outlives its signature")
+    if config.server.workers > 1 and not config.redis.url:
+        # Each worker has its own caches and aliases; only Redis's channel tells the
+        # others of a purge or an alias change one of them took.
+        yield (f"server.workers: {config.server.workers} needs redis.url: without Redis a "
+               "purge or alias change reaches only the worker that took it")
     if config.disk.enabled and not config.disk.path:
         yield "disk.path: must name a folder (or set disk.enabled = false)"
     if config.signing.required and not config.signing.keys:

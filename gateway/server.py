@@ -94,6 +94,10 @@ async def _serve(config: Config, reuse_port: bool) -> None:
             shown = f"[{host}]" if ":" in host else host
             log.info("listening on http://%s:%d (pid %d)", shown, port, os.getpid())
         await stop.wait()
+        # Already stopping: a second SIGTERM (a process manager repeating itself) must
+        # not kill the drain, nor the exit after the loop's handlers are gone.
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("draining in-flight requests (up to %.0fs)", server.shutdown_timeout)
     finally:
         await runner.cleanup()

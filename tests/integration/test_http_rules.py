@@ -206,17 +206,21 @@ async def test_unknown_route_is_json_404(client):
     assert resp.status == 404
 
 
-async def test_memory_budget_is_shared_out_among_workers(gateway_client, gateway_config):
+async def test_memory_budget_is_shared_out_among_workers(gateway_client, gateway_config,
+                                                        redis_url):
     from gateway.web.keys import PARTS
 
     client = await gateway_client(gateway_config(server={"workers": 4},
+                                                 redis={"url": redis_url},
                                                  memory={"max_bytes": 4000}))
     assert client.app[PARTS].service.cache.memory.max_bytes == 1000
 
 
-async def test_disk_budget_is_shared_out_among_workers(gateway_client, gateway_config):
+async def test_disk_budget_is_shared_out_among_workers(gateway_client, gateway_config,
+                                                      redis_url):
     from gateway.web.keys import PARTS
 
     client = await gateway_client(gateway_config(server={"workers": 2},
+                                                 redis={"url": redis_url},
                                                  disk={"max_bytes": 8000}))
     assert client.app[PARTS].service.cache.disk.max_bytes == 4000

@@ -70,6 +70,7 @@ def test_environment_wins_over_the_file() -> None:
     config = load(CONFIG_FILE, environ={
         "GATEWAY_MEMORY_MAX_BYTES": "64MiB",
         "GATEWAY_SERVER_WORKERS": "4",
+        "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
         "GATEWAY_ORIGIN_KIND": "s3",
         "GATEWAY_DISK_ENABLED": "false",
         "GATEWAY_PRESIGN_EXPIRES": "7200",
@@ -86,7 +87,8 @@ def test_environment_wins_over_the_file() -> None:
 
 
 def test_environment_wins_over_a_custom_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "[server]\nport = 9000\nworkers = 2\n")
+    path = write(tmp_path, "[server]\nport = 9000\nworkers = 2\n"
+                           "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n")
     config = load(path, environ={"GATEWAY_SERVER_PORT": "9100"})
     assert (config.server.port, config.server.workers) == (9100, 2)
 
@@ -149,6 +151,14 @@ def test_cache_ttl_must_be_below_expires_in_the_file(tmp_path: Path) -> None:
     message = error_for(text="[presign]\nexpires = 600\ncache_ttl = 600\n", tmp_path=tmp_path)
     assert message.startswith("presign.cache_ttl: 600")
     assert "presign.expires" in message
+
+
+def test_several_workers_need_redis() -> None:
+    message = error_for({"GATEWAY_SERVER_WORKERS": "2"})
+    assert message == ("server.workers: 2 needs redis.url: without Redis a purge or alias "
+                       "change reaches only the worker that took it")
+    assert load(None, environ={"GATEWAY_SERVER_WORKERS": "2",
+                               "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}).server.workers == 2
 
 
 def test_redis_url_must_be_redis_and_is_not_echoed() -> None:
