@@ -199,10 +199,13 @@ class ImageService:
     # -- other operations ---------------------------------------------------------
 
     async def url(self, image_id: str) -> SignedUrl | None:
-        """A direct URL for the old API; NotFound when the object does not exist."""
+        """A direct URL for the old API, for what ``get`` would serve only: NotFound
+        when the object does not exist, UnsupportedMedia or TooLarge (502) for what the
+        image route refuses. A fresh copy in memory passed those checks already; else
+        the origin is probed (the object's first bytes, not all of it)."""
         cached = self.cache.in_memory(self.cache.key_for(image_id))
         if cached is None or not cached.meta.fresh(self.clock()):
-            await self.origin.head(image_id)
+            await self.origin.probe(image_id)
         return await self.origin.url(image_id)
 
     async def cached(self, image_id: str) -> bool:

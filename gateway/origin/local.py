@@ -15,7 +15,7 @@ import aiofiles.os
 from gateway.errors import NotFound, OriginError, TooLarge
 from gateway.model import validate_image_id
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
-from gateway.origin.content import checked_type
+from gateway.origin.content import SNIFF_BYTES, checked_type
 from gateway.origin.presign import SignedUrl
 
 
@@ -89,8 +89,18 @@ class LocalOrigin:
         """Atomically replace the file (the type is sniffed again when read)."""
         await asyncio.to_thread(self._write, image_id, body)
 
-    async def head(self, image_id: str) -> ObjectInfo:
+    async def probe(self, image_id: str) -> ObjectInfo:
         st = await self._stat(image_id)
+        if st.st_size > self.max_bytes:
+            raise TooLarge(f"{st.st_size} bytes is over origin.max_bytes")
+        try:
+            async with aiofiles.open(self._path(image_id), "rb") as fh:
+                head = await fh.read(SNIFF_BYTES)
+        except FileNotFoundError:
+            raise NotFound() from None
+        except OSError as exc:
+            raise OriginError(f"local origin: {exc.strerror}") from None
+        checked_type(head, None, self.allowed_types)
         return ObjectInfo(st.st_size, int(st.st_mtime), self._validator(st))
 
     async def url(self, image_id: str) -> SignedUrl | None:

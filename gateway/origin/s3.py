@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
+from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge, UnsupportedMedia
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
-from gateway.origin.content import checked_type
+from gateway.origin.content import SNIFF_BYTES, checked_type
 from gateway.origin.presign import SignedUrl, UrlStore
 from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+T = TypeVar("T")
 
 
 class S3Origin:
@@ -89,16 +91,24 @@ class S3Origin:
 
     async def fetch(self, image_id: str, if_none_match: str | None = None
                     ) -> Fetched | NotModified:
-        signed = await self.url(image_id)
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
+        return await self._signed(image_id, lambda url: self._get(url, headers))
+
+    async def probe(self, image_id: str) -> ObjectInfo:
+        return await self._signed(image_id, self._peek)
+
+    async def _signed(self, image_id: str,
+                      send: Callable[[str], Awaitable[T | _Forbidden]]) -> T:
+        """``send`` to the object's presigned URL, mapping aiohttp's errors."""
+        signed = await self.url(image_id)
         try:
-            result = await self._get(signed.url, headers)
-            if result is _FORBIDDEN:
+            result = await send(signed.url)
+            if isinstance(result, _Forbidden):
                 # An expired URL or rotated credentials: sign again, once.
                 await self._store.delete(image_id)
                 signed = await self.sign(image_id)
-                result = await self._get(signed.url, headers)
-                if result is _FORBIDDEN:
+                result = await send(signed.url)
+                if isinstance(result, _Forbidden):
                     raise OriginError("origin refused access (403) after re-signing")
         except TimeoutError:
             raise OriginTimeout() from None
@@ -107,7 +117,6 @@ class S3Origin:
         except (aiohttp.ClientError, OSError) as exc:
             raise OriginError(f"origin unreachable: {type(exc).__name__}",
                               retryable=True) from None
-        assert not isinstance(result, _Forbidden)
         return result
 
     async def _get(self, url: str, headers: dict[str, str]
@@ -144,21 +153,33 @@ class S3Origin:
 
     # -- metadata -------------------------------------------------------------------
 
-    async def head(self, image_id: str) -> ObjectInfo:
-        try:
-            resp = await self._client.head_object(Bucket=self.bucket,
-                                                  Key=self.object_key(image_id))
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound() from None
-            raise OriginError(f"origin HEAD failed: {code}") from None
-        except (TimeoutError, BotoCoreError, aiohttp.ClientError) as exc:
-            raise OriginError(f"origin unreachable: {type(exc).__name__}") from None
-        modified = resp.get("LastModified")
-        return ObjectInfo(int(resp.get("ContentLength", 0)),
-                          int(modified.timestamp()) if modified else 0,
-                          resp.get("ETag"))
+    async def _peek(self, url: str) -> ObjectInfo | _Forbidden:
+        """One GET of the object's first bytes (a HEAD would show the label, not what
+        the bytes are): its size, and whether fetch would serve it."""
+        async with self._http.get(url, headers={"Range": f"bytes=0-{SNIFF_BYTES - 1}"},
+                                  timeout=self._timeout, allow_redirects=False,
+                                  auto_decompress=False) as resp:
+            if resp.status == 404:
+                raise NotFound()
+            if resp.status == 403:
+                return _FORBIDDEN
+            if resp.status == 416:  # no byte 0: an empty object
+                raise UnsupportedMedia("origin object is empty")
+            if resp.status not in (200, 206):
+                raise OriginError(f"origin answered {resp.status}",
+                                  retryable=resp.status >= 500)
+            size = _object_size(resp)
+            if size is None:
+                raise OriginError("origin answered without the object's size")
+            if size > self.max_bytes:
+                raise TooLarge(f"origin object is {size} bytes")
+            head = b""
+            while len(head) < SNIFF_BYTES and (
+                    chunk := await resp.content.read(SNIFF_BYTES - len(head))):
+                head += chunk
+            checked_type(head, resp.headers.get("Content-Type"), self.allowed_types)
+            return ObjectInfo(size, _epoch(resp.headers.get("Last-Modified")),
+                              resp.headers.get("ETag"))
 
     async def store(self, image_id: str, body: bytes, content_type: str) -> None:
         """PUT the object (uploads through the admin API)."""
@@ -188,6 +209,15 @@ class _Forbidden:
 
 
 _FORBIDDEN = _Forbidden()
+
+
+def _object_size(resp: aiohttp.ClientResponse) -> int | None:
+    """The whole object's size: after the '/' of a 206's Content-Range, or a 200's
+    Content-Length (an origin that ignored the Range)."""
+    if resp.status == 200:
+        return resp.content_length
+    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    return int(total) if total.isascii() and total.isdigit() else None
 
 
 def _epoch(http_date: str | None) -> int:

@@ -221,3 +221,56 @@ async def test_every_admin_answer_is_no_store(admin):
         await resp.read()
         assert resp.status == 200, (method, path, resp.status)
         assert resp.headers["Cache-Control"] == "no-store", (method, path)
+
+
+# -- GET /images/{id}/url ---------------------------------------------------------------------
+
+@pytest.fixture
+async def s3_client(gateway_client, s3_config, s3_proxy):
+    return await gateway_client(s3_config(endpoint=s3_proxy.url,
+                                          origin={"max_bytes": 50_000}))
+
+
+def _object_gets(proxy, key: str) -> list[str | None]:
+    """The Range header of each GET of ``key`` the origin saw (None: the whole object)."""
+    return [seen.header("Range") for seen in proxy.requests()
+            if seen.method == "GET" and seen.path.endswith(f"/{key}")]
+
+
+@pytest.mark.parametrize(("key", "body", "label"), [
+    ("page.png", b"<!doctype html><script>alert(1)</script>", "image/png"),  # magic says HTML
+    ("doc.png", noise_png(1), "text/html"),  # the label says HTML
+    ("big.png", noise_png(2, size=(200, 200)), "image/png"),  # ~120 KB > origin.max_bytes
+])
+async def test_url_refuses_what_the_image_route_refuses(s3_client, s3, s3_proxy, key, body,
+                                                        label):
+    s3.put(key, body, content_type=label)
+    url = await s3_client.get(f"/images/{key}/url")
+    assert url.status == 502
+    assert (await url.json())["success"] is False
+    assert "url" not in await url.json()
+    assert _object_gets(s3_proxy, key) == ["bytes=0-1023"]  # the first bytes, not all
+    image = await s3_client.get(f"/images/{key}")
+    assert image.status == 502
+
+
+async def test_url_of_a_picture_costs_one_ranged_get(s3_client, s3, s3_proxy):
+    s3.put("ok.png", noise_png(3))
+    resp = await s3_client.get("/images/ok.png/url")
+    assert resp.status == 200
+    assert _object_gets(s3_proxy, "ok.png") == ["bytes=0-1023"]
+    assert (await s3_client.get("/images/ok.png")).status == 200  # now fresh in memory
+    assert (await s3_client.get("/images/ok.png/url")).status == 200
+    assert _object_gets(s3_proxy, "ok.png") == ["bytes=0-1023", None]  # no second probe
+
+
+async def test_url_of_a_missing_object_is_404(s3_client, s3_proxy):
+    resp = await s3_client.get("/images/nobody.png/url")
+    assert resp.status == 404
+    assert (await resp.json()) == {"success": False, "error": "image not found"}
+
+
+async def test_url_on_the_local_origin_refuses_non_images(client, origin_dir):
+    (origin_dir / "page.png").write_bytes(b"<html>not a picture</html>")
+    assert (await client.get("/images/page.png/url")).status == 502
+    assert (await client.get("/images/page.png")).status == 502

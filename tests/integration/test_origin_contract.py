@@ -85,23 +85,31 @@ async def test_missing_object_is_not_found(origin):
     with pytest.raises(NotFound):
         await source.fetch("missing.png")
     with pytest.raises(NotFound):
-        await source.head("missing.png")
+        await source.probe("missing.png")
 
 
-async def test_head_gives_size_and_validator(origin):
+async def test_probe_gives_size_and_validator(origin):
     source, put = origin
     body = noise_png(4)
     put("c.png", body)
-    info = await source.head("c.png")
+    info = await source.probe("c.png")
     assert info.size == len(body)
     assert info.origin_etag
+    fetched = await source.fetch("c.png")
+    assert isinstance(fetched, Fetched)
+    assert (info.origin_etag, info.last_modified) == (fetched.origin_etag,
+                                                     fetched.last_modified)
 
 
-async def test_non_image_bytes_refused(origin):
+@pytest.mark.parametrize("body", [b"<html><body>not a picture</body></html>",
+                                  b"\x89PNG", b""])
+async def test_non_image_bytes_refused(origin, body):
     source, put = origin
-    put("page.png", b"<html><body>not a picture</body></html>")
+    put("page.png", body)
     with pytest.raises(UnsupportedMedia):
         await source.fetch("page.png")
+    with pytest.raises(UnsupportedMedia):
+        await source.probe("page.png")
 
 
 async def test_object_over_max_bytes_refused(origin):
@@ -109,6 +117,16 @@ async def test_object_over_max_bytes_refused(origin):
     put("big.png", noise_png(5, size=(100, 100)))  # ~30 KB of noise
     with pytest.raises(TooLarge):
         await source.fetch("big.png")
+    with pytest.raises(TooLarge):
+        await source.probe("big.png")
+
+
+async def test_object_at_max_bytes_passes_the_probe(origin):
+    source, put = origin
+    body = noise_png(6, size=(80, 80))
+    body += b"\0" * (MAX_BYTES - len(body))  # trailing bytes after IEND: still a PNG
+    put("edge.png", body)
+    assert (await source.probe("edge.png")).size == MAX_BYTES
 
 
 async def test_ping(origin):
