@@ -240,9 +240,13 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    cache_control: str = checked("public, max-age=2700", header_value)
-    fallback_cache_control: str = checked("public, max-age=60", header_value)
-    user_cache_control: str = checked("public, max-age=30", header_value)
+    # stale-while-revalidate = fetch.refresh_ahead, stale-if-error = disk.max_stale: a
+    # browser or CDN may do what the gateway itself does (tests/unit/test_config.py).
+    cache_control: str = checked(
+        "max-age=2700, stale-while-revalidate=3600, stale-if-error=604800", header_value)
+    fallback_cache_control: str = checked("max-age=60", header_value)
+    user_cache_control: str = checked("max-age=30", header_value)
+    stale_cache_control: str = checked("max-age=30", header_value)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.model import Layer, Served, validate_image_id, validate_user_id
+from gateway.model import Served, validate_image_id, validate_user_id
 from gateway.web.keys import PARTS
-from gateway.web.responses import image_response
+from gateway.web.responses import answer_cache_control, image_response
 from gateway.web.variants import variant_image, variant_spec
 
 
@@ -32,8 +32,7 @@ async def get_user_image(request: web.Request) -> web.StreamResponse:
 
 def _respond(request: web.Request, served: Served, cache_control: str) -> web.StreamResponse:
     config = request.app[PARTS].config
-    if served.layer is Layer.FALLBACK:
-        cache_control = config.http.fallback_cache_control  # short: the image may appear
+    cache_control = answer_cache_control(served.layer, config.http, cache_control)
     return image_response(request, served, cache_control, config.server.send_timeout)
 
 

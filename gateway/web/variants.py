@@ -6,10 +6,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import BadRequest, UploadsUnsupported
-from gateway.model import Layer, Served, digest_of, etag_for, validate_image_id
+from gateway.model import Served, digest_of, etag_for, validate_image_id
 from gateway.variants.spec import VariantSpec, wants_variant
 from gateway.web.keys import PARTS
-from gateway.web.responses import image_response
+from gateway.web.responses import answer_cache_control, image_response
 
 
 def variant_spec(request: web.Request) -> VariantSpec | None:
@@ -36,10 +36,9 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
     else:
         served = await variants.get(image_id, spec)
     config = request.app[PARTS].config
-    if served.layer is Layer.FALLBACK:
-        cache_control = config.http.fallback_cache_control
-    else:
-        cache_control = config.http.user_cache_control if user else config.http.cache_control
+    cache_control = answer_cache_control(
+        served.layer, config.http,
+        config.http.user_cache_control if user else config.http.cache_control)
     return image_response(request, served, cache_control, config.server.send_timeout,
                           vary=vary)
 

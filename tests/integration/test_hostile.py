@@ -274,3 +274,25 @@ async def test_url_on_the_local_origin_refuses_non_images(client, origin_dir):
     (origin_dir / "page.png").write_bytes(b"<html>not a picture</html>")
     assert (await client.get("/images/page.png/url")).status == 502
     assert (await client.get("/images/page.png")).status == 502
+
+
+# -- Cache-Control of stale answers ---------------------------------------------------------
+
+async def test_stale_answers_carry_the_short_max_age(gateway_client, s3_config, s3, s3_proxy):
+    client = await gateway_client(s3_config(
+        endpoint=s3_proxy.url, disk={"ttl": 1, "ttl_jitter": 0}, fetch={"refresh_ahead": 0},
+        origin={"retries": 0, "retry_backoff": 0.01, "read_timeout": 0.5}))
+    s3.put("st.png", noise_png(7))
+    fresh = await client.get("/images/st.png")
+    variant = await client.get("/images/st.png?w=32&h=32&format=png")
+    assert (fresh.status, variant.status) == (200, 200)
+    assert fresh.headers["Cache-Control"].startswith("max-age=2700, ")
+    await asyncio.sleep(1.1)  # both expire (disk.ttl = 1 s)
+    s3_proxy.fail_with(500)
+    for path in ("/images/st.png", "/images/st.png?w=32&h=32&format=png"):
+        stale = await client.get(path)
+        assert (stale.status, stale.headers["X-Cache"]) == (200, "STALE"), path
+        assert stale.headers["Cache-Control"] == "max-age=30", path
+        revalidated = await client.get(path, headers={"If-None-Match": stale.headers["ETag"]})
+        assert (revalidated.status, revalidated.headers["X-Cache"]) == (304, "STALE"), path
+        assert revalidated.headers["Cache-Control"] == "max-age=30", path

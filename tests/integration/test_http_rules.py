@@ -13,6 +13,8 @@ from yarl import URL
 from gateway.config import ASSETS
 
 PFP = (ASSETS / "default_pfp.png").read_bytes()
+#: The default http.cache_control (config/gateway.toml).
+IMAGE_CACHE_CONTROL = "max-age=2700, stale-while-revalidate=3600, stale-if-error=604800"
 
 
 def sha(body: bytes) -> str:
@@ -39,7 +41,7 @@ async def test_serves_bytes_with_entity_headers(client):
     assert h["Content-Type"] == "image/png"
     assert h["Content-Length"] == str(len(PFP))
     assert h["X-Content-Type-Options"] == "nosniff"
-    assert h["Cache-Control"] == "public, max-age=2700"
+    assert h["Cache-Control"] == IMAGE_CACHE_CONTROL
     assert h["ETag"] == f'"{sha(PFP)[:32]}"'
     assert parsedate_to_datetime(h["Last-Modified"]).tzinfo is not None
     assert h["X-Cache"] == "MISS"
@@ -72,7 +74,7 @@ async def test_if_none_match_gives_304(client, form):
     assert resp.status == 304
     assert await resp.read() == b""
     assert resp.headers["ETag"] == etag
-    assert resp.headers["Cache-Control"] == "public, max-age=2700"
+    assert resp.headers["Cache-Control"] == IMAGE_CACHE_CONTROL
     assert "Last-Modified" in resp.headers
 
 
@@ -133,7 +135,7 @@ async def test_missing_image_serves_fallback(client):
     resp = await client.get("/images/nobody.png")
     assert resp.status == 200
     assert resp.headers["X-Cache"] == "FALLBACK"
-    assert resp.headers["Cache-Control"] == "public, max-age=60"
+    assert resp.headers["Cache-Control"] == "max-age=60"
     assert sha(await resp.read()) == sha(PFP)
 
 

@@ -51,6 +51,19 @@ def test_every_setting_has_a_comment() -> None:
             assert lines[i - 1].lstrip().startswith("#"), f"no comment above: {line}"
 
 
+def test_default_cache_control_promises_what_the_gateway_does() -> None:
+    """Browsers and CDNs may serve their copy while revalidating, and while the gateway
+    fails, exactly as long as the gateway itself does; 'public' is not needed."""
+    config = Config()
+    directives = dict(part.strip().partition("=")[::2]
+                      for part in config.http.cache_control.split(","))
+    assert directives == {"max-age": "2700",
+                          "stale-while-revalidate": str(int(config.fetch.refresh_ahead)),
+                          "stale-if-error": str(config.disk.max_stale)}
+    for name in ("fallback_cache_control", "user_cache_control", "stale_cache_control"):
+        assert "public" not in getattr(config.http, name), name
+
+
 def test_secrets_in_the_shipped_file_are_empty() -> None:
     data = tomllib.loads(CONFIG_FILE.read_text())
     assert data["s3"]["access_key_id"] == ""
