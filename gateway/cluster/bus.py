@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.cluster.redis import REDIS_ERRORS, RedisLink
+from gateway.observe.throttle import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class InvalidationBus:
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._failing = Throttled(log)
         self.channel = link.keys.invalidate
         self.subscribed = asyncio.Event()
         self.on_image: OnImage | None = None
@@ -120,15 +122,19 @@ class InvalidationBus:
     # -- listening ----------------------------------------------------------------
 
     async def _listen(self, redis: Redis) -> None:
+        first = True
         while not self._closing:
             pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 if self.on_resync is not None:
                     await self.on_resync(await self.versions(redis))
-                self._link.health.ok()
+                self._link.health.ok()  # after an outage: its one "reachable again" line
                 self.subscribed.set()
-                log.info("subscribed to %s", self.channel)
+                self._failing.reset()
+                log.log(logging.INFO if first else logging.DEBUG, "subscribed to %s",
+                        self.channel)
+                first = False
                 while not self._closing:
                     # The timeout lets a dead connection surface as an error instead of
                     # a silent wait; redis-py raises on a broken socket.
@@ -138,13 +144,16 @@ class InvalidationBus:
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
+                # RedisHealth logs the outage (once, then a reminder now and then); a
+                # line per retry here would be two a second for as long as it lasts.
                 self.subscribed.clear()
                 self._link.health.failed(exc)
-                log.warning("invalidation subscription lost (%s); retrying",
-                            type(exc).__name__)
+                log.debug("invalidation subscription lost (%s); retrying",
+                          type(exc).__name__)
             except Exception:
                 self.subscribed.clear()
-                log.exception("invalidation listener failed; retrying")
+                self._failing.log(logging.ERROR, "invalidation listener failed; retrying",
+                                  exc_info=True)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -91,14 +91,24 @@ class RedisKeys:
 
 
 class RedisHealth:
-    """Whether Redis is answering, shared by everything that talks to it."""
+    """Whether Redis is answering, shared by everything that talks to it.
 
-    def __init__(self, configured: bool, backoff: float = 1.0) -> None:
+    It is also the one voice of an outage in the log: one WARNING when Redis goes
+    down, a reminder every ``remind_every`` seconds while it stays down (however many
+    calls fail meanwhile: the listener alone retries twice a second), one INFO when
+    it is back."""
+
+    def __init__(self, configured: bool, backoff: float = 1.0, remind_every: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.configured = configured
         self.backoff = backoff
+        self.remind_every = remind_every
+        self.clock = clock
         self.healthy = configured
         self.failures = 0
         self._retry_at = 0.0
+        self._down_since = 0.0
+        self._reminded_at = 0.0
 
     @property
     def state(self) -> str:
@@ -107,18 +117,24 @@ class RedisHealth:
         return "up" if self.healthy else "down"
 
     def usable(self) -> bool:
-        return self.configured and (self.healthy or time.monotonic() >= self._retry_at)
+        return self.configured and (self.healthy or self.clock() >= self._retry_at)
 
     def failed(self, exc: BaseException) -> None:
         self.failures += 1
+        now = self.clock()
         if self.healthy:
             log.warning("redis unavailable (%s); serving without it", type(exc).__name__)
+            self._down_since = self._reminded_at = now
+        elif now - self._reminded_at >= self.remind_every:
+            log.warning("redis still unavailable after %.0f s (%s)", now - self._down_since,
+                        type(exc).__name__)
+            self._reminded_at = now
         self.healthy = False
-        self._retry_at = time.monotonic() + self.backoff
+        self._retry_at = now + self.backoff
 
     def ok(self) -> None:
         if not self.healthy and self.configured:
-            log.info("redis reachable again")
+            log.info("redis reachable again after %.0f s", self.clock() - self._down_since)
         self.healthy = True
 
 

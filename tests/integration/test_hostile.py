@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import re
 import socket
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from gateway.config import ASSETS
+from tests.support.fakes import until
 from tests.support.images import noise_png
 
 PFP = (ASSETS / "default_pfp.png").read_bytes()
@@ -296,3 +298,37 @@ async def test_stale_answers_carry_the_short_max_age(gateway_client, s3_config, 
         revalidated = await client.get(path, headers={"If-None-Match": stale.headers["ETag"]})
         assert (revalidated.status, revalidated.headers["X-Cache"]) == (304, "STALE"), path
         assert revalidated.headers["Cache-Control"] == "max-age=30", path
+
+
+# -- a Redis outage in the log ---------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+async def test_redis_outage_logs_one_warning_and_one_info(gateway_client, gateway_config,
+                                                          redis_url, redis_server, caplog):
+    from gateway.web.keys import PARTS
+
+    client = await gateway_client(gateway_config(redis={"url": redis_url}))
+    parts = client.app[PARTS]
+    bus = parts.invalidator.bus
+    await until(bus.subscribed.is_set, what="first subscription")
+    caplog.set_level(logging.INFO, logger="gateway")
+    caplog.clear()
+    redis_server.stop()
+    try:
+        # The listener retries every 0.5 s; requests keep coming in meanwhile.
+        async def many_failures() -> bool:
+            assert (await client.get("/images/default_pfp.png")).status == 200
+            return parts.redis_health.failures >= 8
+
+        await until(many_failures, timeout=30, interval=0.1, what="8 failed Redis calls")
+    finally:
+        redis_server.start()
+    await until(bus.subscribed.is_set, timeout=30, what="resubscribed")
+    lines = [(r.levelname, r.name, r.getMessage()) for r in caplog.records
+             if r.levelno >= logging.INFO]
+    assert [line for line in lines if line[0] != "INFO"] == [
+        ("WARNING", "gateway.cluster.redis",
+         "redis unavailable (ConnectionError); serving without it")], lines
+    back = [line for line in lines if "reachable again" in line[2]]
+    assert len(back) == 1, lines
+    assert not [line for line in lines if "subscri" in line[2]], lines
