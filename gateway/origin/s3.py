@@ -15,8 +15,10 @@ from typing import Any
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
+from yarl import URL
 
 from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
+from gateway.model import MAX_KEY_BYTES, encode_key
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import checked_type
 from gateway.origin.presign import SignedUrl, UrlStore
@@ -46,17 +48,22 @@ class S3Origin:
         self._resigning = BackgroundTasks("resign")
 
     def object_key(self, image_id: str) -> str:
-        return f"{self.prefix}{image_id}"
+        key = f"{self.prefix}{image_id}"
+        if len(key.encode()) > MAX_KEY_BYTES:  # the prefix made it longer than S3 allows
+            raise NotFound()
+        return key
 
     # -- presigned URLs -------------------------------------------------------------
 
     async def sign(self, image_id: str) -> SignedUrl:
         """A fresh presigned GET URL, stored for every replica to reuse."""
+        key = self.object_key(image_id)
         url: str = await self._client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": self.object_key(image_id)},
-            ExpiresIn=self.expires,
-        )
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires)
+        # Our own RFC 3986 encoding of the key: a URL naming anything else (a client
+        # library that normalised the path) is never used.
+        if not URL(url, encoded=True).raw_path.endswith(f"/{self.bucket}/{encode_key(key)}"):
+            raise OriginError("presigned URL does not address the object's key")
         signed = SignedUrl(url, time.time() + self.expires)
         await self._store.put(image_id, signed, self.url_ttl)
         return signed
@@ -112,7 +119,10 @@ class S3Origin:
 
     async def _get(self, url: str, headers: dict[str, str]
                    ) -> Fetched | NotModified | _Forbidden:
-        async with self._http.get(url, headers=headers, timeout=self._timeout,
+        # encoded=True: sent byte for byte as signed. Parsed plainly, yarl would remove
+        # dot segments and decode escapes such as %21 or %27: another path, or one
+        # that no longer matches its signature.
+        async with self._http.get(URL(url, encoded=True), headers=headers, timeout=self._timeout,
                                   allow_redirects=False, auto_decompress=False) as resp:
             if resp.status == 304:
                 return NOT_MODIFIED
