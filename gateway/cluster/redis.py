@@ -42,8 +42,8 @@ class KeyDoc:
 class RedisKeys:
     """Every Redis key and channel the gateway uses, built in this one place.
 
-    An image id never contains ':' and a cache key never starts with one, so no
-    two kinds of key can collide under one prefix.
+    Each name is the prefix, a kind word without ':' and the rest: an object key may
+    hold ':', but the kind is read before it, so no two kinds collide under one prefix.
     """
 
     def __init__(self, prefix: str) -> None:
@@ -86,7 +86,8 @@ class RedisKeys:
                    "cluster.lease_ttl"),
             KeyDoc(keys.fill("{cache_key}"), "the lease holder's result: meta + bytes, "
                    "or 'missing'", "cluster.fill_ttl"),
-            KeyDoc(keys.invalidate, "channel: an image id, or user:{user_id}", "-"),
+            KeyDoc(keys.invalidate, "channel: i:{key} (an object) or u:{user_id} (an alias)",
+                   "-"),
         ]
 
 

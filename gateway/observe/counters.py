@@ -34,6 +34,7 @@ class Stats:
     bytes_from_origin: int = 0  # body bytes downloaded from the origin
     url_store_hits: int = 0
     url_store_misses: int = 0
+    bus_messages_rejected: int = 0  # invalidation messages of no known kind (Redis is input)
 
     def reset(self) -> None:
         for f in fields(self):
