@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.errors import NotFound, OriginError
+from gateway.errors import BadRequest, NotFound, OriginError
 from gateway.model import MAX_KEY_BYTES
 from gateway.observe.counters import Stats
 from gateway.origin.presign import MemoryUrlStore
@@ -52,6 +52,17 @@ async def test_url_addressing_anything_else_is_refused_and_not_stored(path):
     with pytest.raises(OriginError):
         await source.sign("x/b.png")
     assert await store.get("x/b.png") is None
+
+
+@pytest.mark.parametrize("key", ["../x.png", "a//b", "a/./b", "a\x00b", ""])
+async def test_keys_outside_the_rules_are_never_signed(key):
+    signer = Signer("/unused")
+    source, _ = origin(signer)
+    with pytest.raises(BadRequest):
+        await source.fetch(key)
+    with pytest.raises(BadRequest):
+        await source.head(key)
+    assert signer.calls == 0
 
 
 async def test_key_made_too_long_by_the_prefix_is_missing_without_a_request():
