@@ -108,6 +108,19 @@ async def test_presigned_url_is_sent_byte_for_byte(client, s3, s3_proxy):
     assert url.endswith(sent.target)  # path and signed query exactly as signed
 
 
+async def test_url_api_of_the_local_origin_gives_the_stable_url_of_the_key(
+        gateway_client, gateway_config, origin_dir):
+    (origin_dir / "user").mkdir()
+    (origin_dir / "user" / "4 2.png").write_bytes(png(8))
+    client = await gateway_client(gateway_config())
+    data = await (await get(client, "/images/user%2F4%202.png/url")).json()
+    assert data["image_id"] == "user/4 2.png" and data["expires_at"] is None
+    url = URL(data["url"], encoded=True)
+    assert url.raw_path == "/images/user%2F4%202.png"  # not the alias route of user '4 2.png'
+    resp = await get(client, url.raw_path)
+    assert sha(await resp.read()) == sha(png(8))
+
+
 # -- the route table (README, HTTP API), one test a row --------------------------------
 
 
