@@ -65,6 +65,7 @@ class RedisKeys:
     kinds of key can never collide and two deployments never share a key. The one
     exception is the ``legacy_user`` name, from before the deployment was part of the
     key space: only ``migrate-aliases`` reads it, nothing writes it.
+    An object key may hold ':', but the kind is read before it.
     """
 
     def __init__(self, prefix: str, deployment: str) -> None:
@@ -109,16 +110,17 @@ class RedisKeys:
         """The key space with the default prefix, as the architecture document shows it."""
         keys = cls("profile_pic", "{deployment}")
         return [
-            KeyDoc(keys.url("{image_id}"), "presigned GET URL",
+            KeyDoc(keys.url("{key}"), "presigned GET URL",
                    "presign.cache_ttl (below presign.expires)"),
-            KeyDoc(keys.user("{user_id}"), "image id of the user's picture", "none"),
-            KeyDoc(keys.version("{image_id}"),
+            KeyDoc(keys.user("{user_id}"), "object key of the user's picture", "none"),
+            KeyDoc(keys.version("{key}"),
                    "version, moved forward on purge, never repeats", "none"),
             KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
                    "cluster.lease_ttl"),
             KeyDoc(keys.fill("{cache_key}"), "the lease holder's result, authenticated "
                    "(HMAC): meta + bytes, or 'missing'", "cluster.fill_ttl"),
-            KeyDoc(keys.invalidate, "channel: an image id, or user:{user_id}", "-"),
+            KeyDoc(keys.invalidate, "channel: i:{key} (an object) or u:{user_id} (an alias)",
+                   "-"),
             KeyDoc(keys.legacy_user("{user_id}"), "an alias from before the deployment "
                    "was in the key space: read by `migrate-aliases`, never written", "none"),
         ]

@@ -17,8 +17,10 @@ from typing import Any
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
+from yarl import URL
 
 from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
+from gateway.model import MAX_KEY_BYTES, encode_key, validate_key
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import checked_type
 from gateway.origin.presign import SignedUrl, StoredUrlCheck, UrlStore
@@ -48,17 +50,24 @@ class S3Origin:
         self._resigning = BackgroundTasks("resign")
 
     def object_key(self, image_id: str) -> str:
-        return f"{self.prefix}{image_id}"
+        # Checked here too: whatever asks (a handler, an alias read from Redis), no
+        # request leaves for a path the key rules refuse.
+        key = f"{self.prefix}{validate_key(image_id)}"
+        if len(key.encode()) > MAX_KEY_BYTES:  # the prefix made it longer than S3 allows
+            raise NotFound()
+        return key
 
     # -- presigned URLs -------------------------------------------------------------
 
     async def sign(self, image_id: str) -> SignedUrl:
         """A fresh presigned GET URL, stored for every replica to reuse."""
+        key = self.object_key(image_id)
         url: str = await self._client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": self.object_key(image_id)},
-            ExpiresIn=self.expires,
-        )
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires)
+        # Our own RFC 3986 encoding of the key: a URL naming anything else (a client
+        # library that normalised the path) is never used.
+        if not URL(url, encoded=True).raw_path.endswith(f"/{self.bucket}/{encode_key(key)}"):
+            raise OriginError("presigned URL does not address the object's key")
         signed = SignedUrl(url, time.time() + self.expires)
         await self._store.put(image_id, signed, self.url_ttl)
         return signed
@@ -123,7 +132,11 @@ class S3Origin:
 
     async def _get(self, url: str, headers: dict[str, str]
                    ) -> Fetched | NotModified | _Refused:
-        async with self._http.get(url, headers=headers, timeout=self._timeout,
+        # encoded=True: sent byte for byte as signed. Parsed plainly, yarl would remove
+        # dot segments and decode escapes such as %21 or %27: another path, or one
+        # that no longer matches its signature.
+        async with self._http.get(URL(url, encoded=True), headers=headers,
+                                  timeout=self._timeout,
                                   allow_redirects=False, auto_decompress=False) as resp:
             if resp.status == 304:
                 return NOT_MODIFIED
@@ -156,9 +169,9 @@ class S3Origin:
     # -- metadata -------------------------------------------------------------------
 
     async def head(self, image_id: str) -> ObjectInfo:
+        key = self.object_key(image_id)
         try:
-            resp = await self._client.head_object(Bucket=self.bucket,
-                                                  Key=self.object_key(image_id))
+            resp = await self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchKey", "NotFound"):
@@ -173,9 +186,10 @@ class S3Origin:
 
     async def store(self, image_id: str, body: bytes, content_type: str) -> None:
         """PUT the object (uploads through the admin API)."""
+        key = self.object_key(image_id)
         try:
-            await self._client.put_object(Bucket=self.bucket, Key=self.object_key(image_id),
-                                          Body=body, ContentType=content_type)
+            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                          ContentType=content_type)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             raise OriginError(f"origin PUT failed: {code}") from None

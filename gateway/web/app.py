@@ -107,7 +107,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     variants = _variants(config, service, cache, stack)
 
     aliases = AliasStore(link, rejected)
-    bus = InvalidationBus(link)
+    bus = InvalidationBus(link, stats=stats)
     invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)
@@ -168,9 +168,10 @@ def _middlewares(config: Config, recorder: Recorder, stats: Stats) -> list[Middl
 
 
 def _routes(app: web.Application, config: Config) -> None:
-    app.router.add_get("/images/{image_id}", handlers.get_image)
-    app.router.add_get("/images/{image_id}/url", handlers.get_image_url, allow_head=False)
-    app.router.add_get("/images/user/{user_id}", handlers.get_user_image)
+    # One route: which of the three /images/ routes a URL names is decided on its raw
+    # path (web/paths.py), never on aiohttp's decoded one. [\s\S]: a key may decode
+    # to anything (a newline too), and it is the handler that answers 400, not a 404.
+    app.router.add_get(r"/images/{image_id:[\s\S]+}", handlers.images)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", metrics, allow_head=False)
