@@ -17,7 +17,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 ARGS ?=
 PYTEST_ARGS ?=
 SAMPLES ?= var/samples
-SYSTEM_DEPS ?= redis-server nginx chromium
+SYSTEM_DEPS ?= redis-server nginx chromium openssl curl kubectl
 
 # Stamps record that the venv holds what pyproject.toml asks for; they are
 # rebuilt (pip install again) whenever pyproject.toml is newer.
