@@ -140,7 +140,9 @@ class BuiltImage:
 
     @property
     def healthcheck(self) -> dict[str, Any]:
-        return dict(self.inspect["Config"].get("Healthcheck") or {})
+        # podman keeps it beside Config (docker inside it): either place.
+        found = self.inspect.get("Healthcheck") or self.inspect["Config"].get("Healthcheck")
+        return dict(found or {})
 
     @property
     def config(self) -> dict[str, Any]:
