@@ -9,6 +9,7 @@ import shlex
 import tomllib
 
 import pytest
+import yaml
 
 from tests.support import REPO_ROOT, compose
 from tests.support.podman import DOCKERFILE, project_version
@@ -108,3 +109,29 @@ def test_default_run_leaves_only_the_container_tests_out() -> None:
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert ci.index("make test\n") < ci.index("make test-container\n")
 
+
+
+def _deploy_env_names() -> set[str]:
+    """Every environment variable the deploy files set."""
+    names: set[str] = set()
+    for service in compose.gateway_services().values():
+        names |= set(compose.environment(service))
+    k8s = REPO_ROOT / "deploy" / "k8s"
+    names |= set(yaml.safe_load((k8s / "configmap.yaml").read_text())["data"])
+    names |= set(yaml.safe_load((k8s / "secret.example.yaml").read_text())["stringData"])
+    stage = ""
+    for instruction, args in _instructions():
+        if instruction == "FROM":
+            stage = args.split()[-1]
+        elif instruction == "ENV" and stage == "runtime":  # the builder's never ship
+            names |= set(re.findall(r"(\w+)=", args))
+    return names
+
+
+def test_deploy_readme_describes_every_variable_the_deploy_files_set() -> None:
+    readme = (REPO_ROOT / "deploy" / "README.md").read_text()
+    table = readme[readme.index("<!-- deploy-env"):readme.index("<!-- /deploy-env -->")]
+    described = {name for row in table.splitlines()[3:]
+                 for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+    assert _deploy_env_names() - described == set()
+    assert described - _deploy_env_names() == set()  # no row for a variable nobody sets
