@@ -33,6 +33,7 @@ from tests.support.podman import (
     build_image,
     ensure_base_image,
     podman_argv,
+    remove_leftovers,
     volume,
 )
 from tests.support.proxy import FaultProxy
@@ -49,6 +50,7 @@ def image() -> BuiltImage:
         podman_argv()
     except PodmanUnavailable as exc:
         pytest.fail(str(exc))
+    remove_leftovers()
     t0 = time.monotonic()
     base = ensure_base_image()
     t1 = time.monotonic()

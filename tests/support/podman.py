@@ -35,6 +35,9 @@ from . import REPO_ROOT
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 BASE_SCRIPT = REPO_ROOT / "tools" / "container-base-image.sh"
 IMAGE_REPO = "localhost/image-gateway"
+# On every container and volume the tests make, so that an interrupted run's
+# leftovers (running containers hold host ports) are found and removed.
+TEST_LABEL = "image-gateway-test=1"
 _RUNC_CANDIDATES = ("/usr/sbin/runc", "/usr/bin/runc")
 
 
@@ -162,8 +165,24 @@ def build_image(base: str, tag: str = f"{IMAGE_REPO}:test") -> BuiltImage:
         for key, value in args.items():
             argv += ["--build-arg", f"{key}={value}"]
         podman(*argv, str(context), timeout=900)
+        built = _inspect(tag, base, args)
+        if not _labels_carry(built, args):
+            # podman 4.3's builder (buildah 1.28) keys a cached LABEL step on its
+            # text, not on the build arguments in it: a new commit would keep the
+            # last build's revision. Docker has no such cache; build it afresh.
+            podman(*argv, "--no-cache", str(context), timeout=900)
+            built = _inspect(tag, base, args)
+    return built
+
+
+def _inspect(tag: str, base: str, args: dict[str, str]) -> BuiltImage:
     inspect = json.loads(podman("image", "inspect", tag).stdout)[0]
     return BuiltImage(tag=tag, base=base, args=args, inspect=inspect)
+
+
+def _labels_carry(image: BuiltImage, args: dict[str, str]) -> bool:
+    return all(image.labels.get(f"org.opencontainers.image.{key.lower()}") == args[key]
+               for key in ("VERSION", "REVISION", "CREATED"))
 
 
 class Container:
@@ -176,7 +195,8 @@ class Container:
 
     def start(self) -> Container:
         podman("rm", "-f", "-i", self.name, check=False)
-        podman("run", "-d", "--name", self.name, *rlimit_args(), *self.run_args, self.image)
+        podman("run", "-d", "--name", self.name, "--label", TEST_LABEL, *rlimit_args(),
+               *self.run_args, self.image)
         return self
 
     def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -203,15 +223,23 @@ class Container:
         return result.stdout + result.stderr
 
     def remove(self) -> None:
-        podman("rm", "-f", "-i", "-t", "0", self.name, check=False)
+        podman("rm", "-f", "-v", "-i", "-t", "0", self.name, check=False)
 
 
 @contextlib.contextmanager
 def volume(name: str) -> Any:
     """A named podman volume, removed afterwards."""
     podman("volume", "rm", "-f", name, check=False)
-    podman("volume", "create", name)
+    podman("volume", "create", "--label", TEST_LABEL, name)
     try:
         yield name
     finally:
         podman("volume", "rm", "-f", name, check=False)
+
+
+def remove_leftovers() -> None:
+    """Containers and volumes of an earlier, interrupted test run."""
+    found = podman("ps", "-a", "-q", "--filter", f"label={TEST_LABEL}").stdout.split()
+    if found:
+        podman("rm", "-f", "-v", "-t", "0", *found, check=False)
+    podman("volume", "prune", "-f", "--filter", f"label={TEST_LABEL}", check=False)
