@@ -1,8 +1,10 @@
-"""image-gateway: serve pictures (the default command), check the settings, sign URLs."""
+"""image-gateway: serve pictures (the default command), check the settings, sign URLs,
+move aliases to this deployment's Redis names."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable
@@ -17,6 +19,8 @@ examples:
   image-gateway --config config/gateway.toml    serve (same as: serve --config ...)
   image-gateway check-config                    exit 0 if the settings are usable, else 2
   image-gateway sign /images/abc.png            print the path signed with signing.keys
+  image-gateway migrate-aliases                 copy aliases from before the upgrade to
+                                                this deployment's names (never overwrites)
 """
 
 
@@ -39,10 +43,36 @@ def _sign(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_aliases(config: Config, args: argparse.Namespace) -> int:
+    if not config.redis.url:
+        print("image-gateway: redis.url is not set: no aliases to migrate", file=sys.stderr)
+        return 2
+    # Imported here: the other commands (and the supervisor) stay free of the server stack.
+    from gateway.cluster.redis import REDIS_ERRORS, keys_for
+    from gateway.web.app import migrate_aliases
+
+    keys = keys_for(config)
+    print(f"image-gateway: {keys.legacy_user('*')} -> {keys.user('*')}")
+    try:
+        done = asyncio.run(migrate_aliases(config))
+    except REDIS_ERRORS as exc:
+        print(f"image-gateway: redis failed ({type(exc).__name__}); nothing is overwritten, "
+              "so running it again is safe", file=sys.stderr)
+        return 1
+    for name, reason in done.skipped:  # repr: a key name from Redis may hold anything
+        print(f"skipped {name!r}: {reason}")
+    print(f"image-gateway: {len(done.copied)} copied, {len(done.kept)} already set (kept), "
+          f"{len(done.skipped)} skipped")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int], str]] = {
     "serve": (_serve, "serve HTTP until SIGTERM (the default when no command is given)"),
     "check-config": (_check_config, "validate the settings and exit: 0 if usable, else 2"),
     "sign": (_sign, "print each PATH with a signature made with the first signing.keys entry"),
+    "migrate-aliases": (_migrate_aliases, "copy every valid alias stored under its name "
+                        "from before the upgrade to this deployment's name, never "
+                        "overwriting; report the invalid ones"),
 }
 
 

@@ -123,6 +123,8 @@ header_value = rule(lambda v: v and not any(ord(c) < 0x20 for c in v),
                     "{v!r} is not a usable header value")
 readable_file = rule(resolve_fallback, "{v!r} is not a readable file")
 admin_token = rule(lambda v: len(v) >= 16, "must be at least 16 characters (value not shown)")
+cluster_secret = rule(lambda v: len(v) >= 32,
+                      "must be at least 32 characters (value not shown)")
 
 
 def ip_network(value: str) -> str | None:
@@ -236,6 +238,8 @@ class ClusterConfig:
     poll_interval: float = checked(0.02, positive)
     fill_max_bytes: int = checked(1 * MiB, at_least(0))
     fill_ttl: int = checked(60, at_least(1))
+    # Authenticates what replicas hand each other through Redis; see fill_secret().
+    secret: str = checked("", optional(cluster_secret), secret=True)
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,18 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
         yield "disk.path: must name a folder (or set disk.enabled = false)"
     if config.signing.required and not config.signing.keys:
         yield "signing.required: true needs at least one signing.keys entry"
+    if config.redis.url and not fill_secret(config):
+        yield ("cluster.secret: required when redis.url is set and there is no S3 secret "
+               "access key to derive it from (replicas sign what they share through Redis)")
     if transform.default_quality not in transform.qualities:
         yield (f"transform.default_quality: {transform.default_quality} must be "
                "one of transform.qualities")
+
+
+def fill_secret(config: Config) -> str:
+    """What the key for results shared through Redis comes from: ``cluster.secret``,
+    else the S3 secret access key (every replica of an S3 deployment holds it, and
+    whoever can only write to Redis does not); "" when there is neither."""
+    if config.cluster.secret:
+        return config.cluster.secret
+    return config.s3.secret_access_key if config.origin.kind == "s3" else ""

@@ -72,20 +72,22 @@ class ImageService:
         """The bytes of ``image_id`` (already validated) from the nearest layer."""
         key = self.cache.key_for(image_id)
         now = self.clock()
-        found = await self.cache.lookup(key, now)
         stats = self.stats
+        blob = self.cache.fresh_in_memory(key, now)
+        if blob is not None:
+            stats.memory.hits += 1
+            if blob.meta.expires_at - now < self.refresh_ahead:
+                self._refresh_soon(image_id, key, blob)
+            return Served(Layer.MEMORY, blob)
+        stats.memory.misses += 1
+        found = await self.cache.lookup(key, now)  # memory has no fresh copy: disk or none
         hit = found.hit
         if hit is not None:
-            if hit.layer is Layer.MEMORY:
-                stats.memory.hits += 1
-            else:
-                stats.memory.misses += 1
-                stats.disk.hits += 1
+            stats.disk.hits += 1
             entry = hit.entry
             if isinstance(entry, Blob) and entry.meta.expires_at - now < self.refresh_ahead:
                 self._refresh_soon(image_id, key, entry)
             return hit
-        stats.memory.misses += 1
         if self.cache.disk_enabled:
             stats.disk.misses += 1
         return await self._from_origin(image_id, key, found.stale)

@@ -43,6 +43,13 @@ class ByteLRU(Generic[K, V]):
         """The value of ``key``, without making it more recently used."""
         return self._entries.get(key)
 
+    def use(self, key: K) -> V | None:
+        """The value of ``key``, made the most recently used (one lookup: the hot path)."""
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
     def touch(self, key: K) -> None:
         """Make ``key`` the most recently used, if present."""
         if key in self._entries:

@@ -44,6 +44,15 @@ class MemoryCache:
         self._entries.touch(key)
         return blob
 
+    def fresh(self, key: str, now: float) -> Blob | None:
+        """The entry if it is fresh at ``now`` (made most recently used), else None
+        (an expired entry stays for get_nowait: it may still be served stale)."""
+        blob = self._entries.get(key)
+        if blob is None or blob.meta.expires_at <= now:
+            return None
+        self._entries.use(key)
+        return blob
+
     async def get(self, key: str) -> Blob | None:
         return self.get_nowait(key)
 

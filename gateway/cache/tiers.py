@@ -92,6 +92,10 @@ class TieredCache:
             entry.close()
         return Lookup(stale=blob)
 
+    def fresh_in_memory(self, key: str, now: float) -> Blob | None:
+        """The hot path: a fresh memory entry, with no coroutine and no disk I/O."""
+        return self.memory.fresh(key, now)
+
     def in_memory(self, key: str) -> Blob | None:
         """The memory copy, fresh or not (no disk I/O)."""
         return self.memory.get_nowait(key)

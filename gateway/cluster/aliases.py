@@ -3,21 +3,48 @@
 Lookups are cached in-process until the bus says the alias changed, so serving
 ``/images/user/{id}`` costs no Redis round trip once warm; when Redis is down,
 the last known alias keeps being served.
+
+An alias read from Redis is input: a value that is not a valid image key of this
+deployment is never followed. It is counted, logged, and remembered as "no alias"
+(the fallback picture) until the alias changes, so it is not read and logged again
+on every request.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.cluster.redis import RedisLink
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from gateway.cluster.redis import RedisKeys, RedisLink
+from gateway.errors import BadRequest
+from gateway.model import validate_key, validate_user_id
+from gateway.observe.rejected import RedisRejections
 
 _UNKNOWN = ""
 
 
+def key_from_redis(raw: bytes | str) -> str | None:
+    """An alias value read from Redis as an image key, or None when it is not one.
+
+    The one place where Redis values meet the key rule: the request path and
+    ``migrate-aliases`` both come through here.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return validate_key(text)
+    except (UnicodeDecodeError, BadRequest):
+        return None
+
+
 class AliasStore:
-    def __init__(self, link: RedisLink, max_local: int = 100_000) -> None:
+    def __init__(self, link: RedisLink, rejected: RedisRejections,
+                 max_local: int = 100_000) -> None:
         self._link = link
+        self._rejected = rejected
         self._max_local = max_local
         # Without Redis this is the store itself; with Redis, a cache of it.
         self._local: OrderedDict[str, str] = OrderedDict()
@@ -31,9 +58,11 @@ class AliasStore:
             lambda r: r.get(self._link.keys.user(user_id)), _FAILED)
         if raw is _FAILED:
             return None  # no Redis, or Redis down: not remembered, asked again later
-        image_id = raw.decode() if isinstance(raw, bytes) else raw
+        image_id = None if raw is None else key_from_redis(raw)
+        if raw is not None and image_id is None:
+            self._rejected("alias", f"user {user_id}", "not a valid image key")
         self._remember(user_id, image_id or _UNKNOWN)
-        return image_id or None
+        return image_id
 
     async def set(self, user_id: str, image_id: str) -> None:
         if not self._link.enabled:
@@ -64,3 +93,39 @@ class AliasStore:
 
 
 _FAILED = object()
+
+
+@dataclass
+class Migration:
+    """What ``migrate_legacy_aliases`` did, by Redis key of the old alias."""
+
+    copied: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # the new name was set already
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (old key, why)
+
+
+async def migrate_legacy_aliases(redis: Redis, keys: RedisKeys) -> Migration:
+    """Copy every valid alias stored under its old name (``{prefix}:user:{user_id}``)
+    to this deployment's name for it; never overwrite, never delete, so running it
+    again (or for another deployment sharing the Redis) is safe. Raises Redis errors."""
+    done = Migration()
+    async for raw_key in redis.scan_iter(match=keys.legacy_user_pattern, count=1000):
+        name = raw_key.decode("utf-8", "replace")
+        user_id = keys.user_of_legacy(raw_key)
+        try:
+            validate_user_id(user_id)
+        except BadRequest:
+            done.skipped.append((name, "not a valid user id"))
+            continue
+        try:
+            value = await redis.get(raw_key)
+        except ResponseError:  # WRONGTYPE: a hash, a list...
+            value = None
+        image_id = None if value is None else key_from_redis(value)
+        if image_id is None:
+            done.skipped.append((name, "not a valid image key"))
+        elif await redis.set(keys.user(user_id), image_id, nx=True):
+            done.copied.append(name)
+        else:
+            done.kept.append(name)
+    return done

@@ -1,7 +1,8 @@
 """Invalidation across replicas: Redis pub/sub on the ``invalidate`` channel.
 
-A message is an image id (drop that image) or ``user:{user_id}`` (drop that
-alias); ':' cannot occur in an image id, so the two never collide. Versions
+A message is ``i:{key}`` (drop that object) or ``u:{user_id}`` (drop that alias):
+the kind is a fixed prefix, so no key (which may hold ':' or start with ``user:``)
+reads as an alias. A message of neither kind is ignored and counted. Versions
 live in Redis (the ``version`` keys); a replica that missed messages
 (Redis down, or the replica restarting) catches up by reading every version
 when it (re)subscribes, so a purge is never lost for longer than an outage.
@@ -18,11 +19,18 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.cluster.redis import REDIS_ERRORS, RedisLink
+from gateway.errors import BadRequest
+from gateway.model import validate_key, validate_user_id
+from gateway.observe.counters import Stats
 from gateway.observe.throttle import Throttled
 
 log = logging.getLogger(__name__)
 
-USER_PREFIX = "user:"
+IMAGE_KIND = "i:"
+USER_KIND = "u:"
+# What replicas of before object keys sent: a flat id (no ':' could occur in one) or
+# ``user:{id}``; still understood, so a rolling upgrade loses no purge they publish.
+_LEGACY_USER = "user:"
 
 # Lua numbers are doubles: exact up to 2**53, far above microseconds since 1970.
 _BUMP = """
@@ -37,8 +45,10 @@ OnResync = Callable[[dict[str, int]], Awaitable[None]]
 
 
 class InvalidationBus:
-    def __init__(self, link: RedisLink, retry_interval: float = 0.5) -> None:
+    def __init__(self, link: RedisLink, retry_interval: float = 0.5, *,
+                 stats: Stats | None = None) -> None:
         self._link = link
+        self._stats = stats or Stats()
         self._keys = link.keys
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
@@ -87,7 +97,15 @@ class InvalidationBus:
             None, when_down=True)
         return None if raw is None else int(raw)
 
-    async def publish(self, message: str) -> bool:
+    async def publish_image(self, key: str) -> bool:
+        """Tell every replica to drop the object ``key``; False when Redis failed."""
+        return await self._publish(IMAGE_KIND + key)
+
+    async def publish_user(self, user_id: str) -> bool:
+        """Tell every replica that the alias of ``user_id`` changed."""
+        return await self._publish(USER_KIND + user_id)
+
+    async def _publish(self, message: str) -> bool:
         sent = await self._link.guarded(lambda r: r.publish(self.channel, message), None,
                                         when_down=True)
         return sent is not None
@@ -161,14 +179,37 @@ class InvalidationBus:
                 await asyncio.sleep(self._retry_interval)
 
     async def _dispatch(self, data: bytes | str) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        if text.startswith(USER_PREFIX):
+        parsed = parse_message(data)
+        if parsed is None:
+            self._stats.bus_messages_rejected += 1
+            log.debug("ignored invalidation message %r", data[:100])
+            return
+        kind, name = parsed
+        if kind == USER_KIND:
             if self.on_user is not None:
-                await self.on_user(text[len(USER_PREFIX):])
+                await self.on_user(name)
             return
         if self.on_image is not None:
-            version = await self.version_of(text)
-            await self.on_image(text, version if version is not None else -1)
+            version = await self.version_of(name)
+            await self.on_image(name, version if version is not None else -1)
+
+
+def parse_message(data: bytes | str) -> tuple[str, str] | None:
+    """(IMAGE_KIND, key) or (USER_KIND, user id) of a message; None when it is neither:
+    Redis is shared, what comes from it is checked like a client's input."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        if text.startswith(IMAGE_KIND):
+            return IMAGE_KIND, validate_key(text[len(IMAGE_KIND):])
+        if text.startswith(USER_KIND):
+            return USER_KIND, validate_user_id(text[len(USER_KIND):])
+        if text.startswith(_LEGACY_USER):
+            return USER_KIND, validate_user_id(text[len(_LEGACY_USER):])
+        if ":" not in text:
+            return IMAGE_KIND, validate_key(text)
+    except (UnicodeDecodeError, BadRequest):
+        pass
+    return None
 
 
 _FAILED = object()

@@ -11,20 +11,25 @@ Polling rather than a pub/sub notice keeps this stateless and robust to a
 missed message; only the one local single-flight leader per replica polls.
 Without Redis (or while it is down) ``acquire`` answers None: fetch locally, as a
 single process would.
+
+A result is authenticated and re-checked (cluster/fill.py) before it is used; one
+that fails is dropped from Redis, counted, and the waiter fetches the origin itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.cluster.fill import FillCodec, RejectedFill
 from gateway.cluster.redis import RedisLink
-from gateway.model import Blob, ObjectMeta, digest_of
+from gateway.model import Blob
+from gateway.observe.rejected import RedisRejections
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,13 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-MISSING = b"missing"
+# Deletes a rejected fill only if it is still the value we read (by its SHA-1), so a
+# genuine result written since is kept.
+_DROP = """
+local value = redis.call('get', KEYS[1])
+if value and redis.sha1hex(value) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +63,12 @@ class Landed:
 
 class ClusterFlight:
     def __init__(self, link: RedisLink, *, lease_ttl: float, wait_timeout: float,
-                 poll_interval: float, fill_max_bytes: int, fill_ttl: int) -> None:
+                 poll_interval: float, fill_max_bytes: int, fill_ttl: int,
+                 codec: FillCodec, rejected: RedisRejections) -> None:
         self._link = link
         self._keys = link.keys
+        self._codec = codec
+        self._rejected = rejected
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
@@ -82,9 +96,9 @@ class ClusterFlight:
         async def publish(r: Any) -> None:
             fill = self._keys.fill(lease.key)
             if missing:
-                await r.set(fill, MISSING, ex=self.fill_ttl)
+                await r.set(fill, self._codec.pack(lease.key, None), ex=self.fill_ttl)
             elif blob is not None and blob.meta.size <= self.fill_max_bytes:
-                await r.set(fill, _pack(blob), ex=self.fill_ttl)
+                await r.set(fill, self._codec.pack(lease.key, blob), ex=self.fill_ttl)
             await r.eval(_RELEASE, 1, self._keys.lease(lease.key), lease.token)
 
         await self._link.guarded(publish, None, when_down=True)
@@ -108,32 +122,18 @@ class ClusterFlight:
                 return None  # Redis failed: fetch ourselves
             raw, holder = found
             if isinstance(raw, bytes):
-                if raw == MISSING:
-                    return Landed(None)
-                blob = _unpack(raw)
-                if blob is not None:
-                    return Landed(blob)
+                try:
+                    return Landed(self._codec.unpack(key, raw))
+                except RejectedFill as exc:
+                    await self._drop(key, raw, str(exc))
+                    return None  # whatever the holder is doing: fetch ourselves
             if holder is None:
                 return None  # released without a result, or the holder died
         log.info("gave up waiting for another replica's fetch of %s", key)
         return None
 
-
-def _pack(blob: Blob) -> bytes:
-    header = json.dumps(asdict(blob.meta), separators=(",", ":")).encode()
-    return len(header).to_bytes(4, "big") + header + blob.body
-
-
-def _unpack(raw: bytes) -> Blob | None:
-    try:
-        size = int.from_bytes(raw[:4], "big")
-        fields: dict[str, Any] = json.loads(raw[4:4 + size])
-        meta = ObjectMeta(**fields)
-    except (ValueError, TypeError):
-        return None
-    body = raw[4 + size:]
-    if len(body) != meta.size:
-        return None
-    if digest_of(body) != meta.digest:
-        return None
-    return Blob(meta, body)
+    async def _drop(self, key: str, raw: bytes, reason: str) -> None:
+        self._rejected("fill", key, reason)
+        digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+        await self._link.guarded(lambda r: r.eval(_DROP, 1, self._keys.fill(key), digest),
+                                 None)

@@ -11,7 +11,9 @@ back-off probes it again, and a success marks it healthy.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.config import Config
 from gateway.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -39,24 +42,47 @@ class KeyDoc:
     ttl: str
 
 
+def deployment_of(config: Config) -> str:
+    """12 hex digits naming where this deployment's bytes live (origin kind, S3 endpoint,
+    bucket and prefix; for the local origin, its folder).
+
+    Every key and channel carries it, so deployments that share one Redis (another
+    bucket, another MinIO) never read each other's URLs, aliases, versions or results.
+    It depends on nothing else: every replica of one deployment computes the same.
+    """
+    if config.origin.kind == "local":
+        parts = ["local", os.path.abspath(config.origin.root)]
+    else:
+        s3 = config.s3
+        parts = ["s3", s3.endpoint.rstrip("/"), s3.bucket, s3.prefix]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
 class RedisKeys:
     """Every Redis key and channel the gateway uses, built in this one place.
 
-    An image id never contains ':' and a cache key never starts with one, so no
-    two kinds of key can collide under one prefix.
+    Every name is ``{prefix}:{deployment}:{kind}:...``, the kind a fixed word, so two
+    kinds of key can never collide and two deployments never share a key. The one
+    exception is the ``legacy_user`` name, from before the deployment was part of the
+    key space: only ``migrate-aliases`` reads it, nothing writes it.
+    An object key may hold ':', but the kind is read before it.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, deployment: str) -> None:
         self.prefix = prefix
-        self.invalidate = f"{prefix}:invalidate"  # pub/sub channel
-        self.version_pattern = f"{prefix}:ver:*"
-        self._version_head = f"{prefix}:ver:"
+        self.deployment = deployment
+        self._base = base = f"{prefix}:{deployment}"
+        self.invalidate = f"{base}:invalidate"  # pub/sub channel
+        self.version_pattern = f"{base}:ver:*"
+        self._version_head = f"{base}:ver:"
+        self.legacy_user_pattern = f"{prefix}:user:*"
+        self._legacy_user_head = f"{prefix}:user:"
 
     def url(self, image_id: str) -> str:
-        return f"{self.prefix}:url:{image_id}:v1"
+        return f"{self._base}:url:{image_id}:v1"
 
     def user(self, user_id: str) -> str:
-        return f"{self.prefix}:user:{user_id}"
+        return f"{self._base}:user:{user_id}"
 
     def version(self, image_id: str) -> str:
         return f"{self._version_head}{image_id}"
@@ -67,27 +93,41 @@ class RedisKeys:
         return text.removeprefix(self._version_head)
 
     def lease(self, cache_key: str) -> str:
-        return f"{self.prefix}:lease:{cache_key}"
+        return f"{self._base}:lease:{cache_key}"
 
     def fill(self, cache_key: str) -> str:
-        return f"{self.prefix}:fill:{cache_key}"
+        return f"{self._base}:fill:{cache_key}"
+
+    def legacy_user(self, user_id: str) -> str:
+        return f"{self._legacy_user_head}{user_id}"
+
+    def user_of_legacy(self, key: bytes) -> str:
+        """The user id of a ``legacy_user`` key as SCAN returns it (not yet checked)."""
+        return key.decode("utf-8", "replace").removeprefix(self._legacy_user_head)
 
     @classmethod
     def table(cls) -> list[KeyDoc]:
         """The key space with the default prefix, as the architecture document shows it."""
-        keys = cls("profile_pic")
+        keys = cls("profile_pic", "{deployment}")
         return [
-            KeyDoc(keys.url("{image_id}"), "presigned GET URL",
+            KeyDoc(keys.url("{key}"), "presigned GET URL",
                    "presign.cache_ttl (below presign.expires)"),
-            KeyDoc(keys.user("{user_id}"), "image id of the user's picture", "none"),
-            KeyDoc(keys.version("{image_id}"),
+            KeyDoc(keys.user("{user_id}"), "object key of the user's picture", "none"),
+            KeyDoc(keys.version("{key}"),
                    "version, moved forward on purge, never repeats", "none"),
             KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
                    "cluster.lease_ttl"),
-            KeyDoc(keys.fill("{cache_key}"), "the lease holder's result: meta + bytes, "
-                   "or 'missing'", "cluster.fill_ttl"),
-            KeyDoc(keys.invalidate, "channel: an image id, or user:{user_id}", "-"),
+            KeyDoc(keys.fill("{cache_key}"), "the lease holder's result, authenticated "
+                   "(HMAC): meta + bytes, or 'missing'", "cluster.fill_ttl"),
+            KeyDoc(keys.invalidate, "channel: i:{key} (an object) or u:{user_id} (an alias)",
+                   "-"),
+            KeyDoc(keys.legacy_user("{user_id}"), "an alias from before the deployment "
+                   "was in the key space: read by `migrate-aliases`, never written", "none"),
         ]
+
+
+def keys_for(config: Config) -> RedisKeys:
+    return RedisKeys(config.redis.prefix, deployment_of(config))
 
 
 class RedisHealth:

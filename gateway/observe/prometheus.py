@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.observe.histogram import PROMETHEUS_BOUNDS
 from gateway.observe.recorder import SAVED_LAYERS, layer_label
+from gateway.observe.rejected import KINDS as REJECTED_KINDS
 from gateway.observe.snapshot import Snapshot
 
 # Stats fields with their own metric; any other Stats integer is exposed generically as
@@ -42,7 +43,8 @@ _PLAIN = {
 }
 _HANDLED_ELSEWHERE = {"origin_fetches", "origin_not_modified", "origin_errors",
                       "origin_not_found", "bytes_served", "url_store_hits",
-                      "url_store_misses"}
+                      "url_store_misses", "redis_rejected_url", "redis_rejected_alias",
+                      "redis_rejected_fill"}
 
 
 # Counters of the origin wrappers, not of Stats: (snapshot counter, metric, help).
@@ -181,6 +183,15 @@ def _redis(s: Snapshot) -> Iterator[Metric]:
                             value=1.0 if s.redis == "up" else 0.0)
     yield CounterMetricFamily("gateway_redis_failures", "Redis calls that failed.",
                               value=s.counter("redis.failures"))
+    rejected = CounterMetricFamily(
+        "gateway_redis_values_rejected",
+        "Values read from Redis that failed their check and were not used: a presigned "
+        "URL not for this endpoint, bucket and key (url), an alias naming no valid key "
+        "(alias), another replica's result that is forged, damaged or not an allowed "
+        "image (fill).", labels=["kind"])
+    for kind in REJECTED_KINDS:
+        rejected.add_metric([kind], s.counter(f"stats.redis_rejected_{kind}"))
+    yield rejected
 
 
 def _variants(s: Snapshot) -> Iterator[Metric]:

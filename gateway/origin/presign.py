@@ -3,21 +3,29 @@
 Redis is a cache here, never the only copy: when it fails the store answers
 "miss" and the caller signs locally, so an outage costs a signature (local CPU),
 not a request. Errors are counted on ``RedisHealth`` for /readyz and metrics.
+
+Redis is also input, not truth: a URL read from it is used only if
+``StoredUrlCheck`` finds it is one this deployment would have signed for that very
+key (same endpoint, bucket, key; SigV4, not expired). Anything else is counted and
+treated as a miss: the caller signs a fresh one, and no request leaves for a host,
+bucket or key that Redis names.
 """
 
 from __future__ import annotations
 
-import logging
+import re
 import time
 from calendar import timegm
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from botocore.utils import percent_encode
+
 from gateway.cluster.redis import RedisLink
 from gateway.observe.counters import Stats
-
-log = logging.getLogger(__name__)
+from gateway.observe.rejected import RedisRejections
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +44,67 @@ def expiry_of(url: str) -> float | None:
         return None
 
 
+#: url -> None when it may be used, else what is wrong with it.
+UrlCheck = Callable[[str], str | None]
+
+_SIGV4 = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                    "X-Amz-SignedHeaders", "X-Amz-Signature"})
+_SIGV4_OPTIONAL = frozenset({"X-Amz-Security-Token"})  # temporary credentials
+# RFC 3986 characters only: no backslash, space or non-ASCII on which two URL
+# parsers (this check's and the HTTP client's) could disagree about the host.
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SECONDS = re.compile(r"[0-9]{1,7}")
+_MAX_EXPIRES = 7 * 24 * 3600  # SigV4's limit; S3 answers 400, not 403, beyond it
+
+
+class StoredUrlCheck:
+    """Whether a presigned URL is one this deployment signs for a key: same scheme,
+    host and port as the S3 client's endpoint (botocore's AWS endpoint when none is
+    configured), path exactly ``/{bucket}/{key}`` as botocore encodes it (path
+    style), only SigV4 query parameters, not expired."""
+
+    def __init__(self, endpoint_url: str, bucket: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        endpoint = urlsplit(endpoint_url)
+        scheme = endpoint.scheme.lower()
+        host = (endpoint.hostname or "").lower()
+        if ":" in host:
+            host = f"[{host}]"
+        port = endpoint.port or _DEFAULT_PORTS.get(scheme)
+        # Either spelling of the authority: with the port, or without a default one.
+        self._origins = {f"{scheme}://{host}:{port}"}
+        if port == _DEFAULT_PORTS.get(scheme):
+            self._origins.add(f"{scheme}://{host}")
+        self._path_head = f"{endpoint.path.rstrip('/')}/{bucket}/"
+        self._clock = clock
+
+    def problem(self, url: str, object_key: str) -> str | None:
+        if not _URL_CHARS.fullmatch(url):
+            return "not a plain URL"
+        parts = urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}".lower() not in self._origins:
+            return "another endpoint"
+        if parts.path != self._path_head + percent_encode(object_key, safe="/~"):
+            return "another bucket or key"
+        if parts.fragment:
+            return "a fragment"
+        query = parse_qs(parts.query, keep_blank_values=True)
+        names = set(query)
+        if (any(len(values) != 1 for values in query.values())
+                or not _SIGV4 <= names <= _SIGV4 | _SIGV4_OPTIONAL
+                or query["X-Amz-Algorithm"] != ["AWS4-HMAC-SHA256"]
+                or not _SECONDS.fullmatch(query["X-Amz-Expires"][0])
+                or not 0 < int(query["X-Amz-Expires"][0]) <= _MAX_EXPIRES):
+            return "not a SigV4 presigned URL"
+        expires_at = expiry_of(url)
+        if expires_at is None or expires_at <= self._clock():
+            return "expired"
+        return None
+
+
 class UrlStore(Protocol):
-    async def get(self, image_id: str) -> SignedUrl | None: ...
+    async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None: ...
 
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None: ...
 
@@ -51,7 +118,8 @@ class MemoryUrlStore:
         self._urls: dict[str, tuple[SignedUrl, float]] = {}
         self._stats = stats
 
-    async def get(self, image_id: str) -> SignedUrl | None:
+    async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None:
+        # Nobody else writes here: what this process signed needs no check.
         item = self._urls.get(image_id)
         if item is None or item[1] <= time.time():
             self._urls.pop(image_id, None)
@@ -68,20 +136,30 @@ class MemoryUrlStore:
 
 
 class RedisUrlStore:
-    def __init__(self, link: RedisLink, stats: Stats) -> None:
+    def __init__(self, link: RedisLink, stats: Stats, rejected: RedisRejections) -> None:
         self._link = link
         self._stats = stats
+        self._rejected = rejected
 
-    async def get(self, image_id: str) -> SignedUrl | None:
+    async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None:
         raw = await self._link.guarded(lambda r: r.get(self._link.keys.url(image_id)), None)
-        expires_at = None
-        if raw is not None:
-            url = raw.decode() if isinstance(raw, bytes) else str(raw)
-            expires_at = expiry_of(url)
-        if expires_at is None:
+        signed = None if raw is None else self._checked(image_id, raw, check)
+        if signed is None:
             self._stats.url_store_misses += 1
             return None
         self._stats.url_store_hits += 1
+        return signed
+
+    def _checked(self, image_id: str, raw: bytes | str, check: UrlCheck) -> SignedUrl | None:
+        try:
+            url = raw.decode("ascii") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            url = "\0"  # fails the check as not a plain URL
+        problem = check(url)
+        expires_at = expiry_of(url)
+        if problem is not None or expires_at is None:
+            self._rejected("url", f"image {image_id}", problem or "no expiry")
+            return None
         return SignedUrl(url, expires_at)
 
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
+from yarl import URL
 
 from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge, UnsupportedMedia
+from gateway.model import MAX_KEY_BYTES, encode_key, validate_key
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import SNIFF_BYTES, checked_type
-from gateway.origin.presign import SignedUrl, UrlStore
+from gateway.origin.presign import SignedUrl, StoredUrlCheck, UrlStore
 from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -48,23 +52,37 @@ class S3Origin:
         self._resigning = BackgroundTasks("resign")
 
     def object_key(self, image_id: str) -> str:
-        return f"{self.prefix}{image_id}"
+        # Checked here too: whatever asks (a handler, an alias read from Redis), no
+        # request leaves for a path the key rules refuse.
+        key = f"{self.prefix}{validate_key(image_id)}"
+        if len(key.encode()) > MAX_KEY_BYTES:  # the prefix made it longer than S3 allows
+            raise NotFound()
+        return key
 
     # -- presigned URLs -------------------------------------------------------------
 
     async def sign(self, image_id: str) -> SignedUrl:
         """A fresh presigned GET URL, stored for every replica to reuse."""
+        key = self.object_key(image_id)
         url: str = await self._client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": self.object_key(image_id)},
-            ExpiresIn=self.expires,
-        )
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires)
+        # Our own RFC 3986 encoding of the key: a URL naming anything else (a client
+        # library that normalised the path) is never used.
+        if not URL(url, encoded=True).raw_path.endswith(f"/{self.bucket}/{encode_key(key)}"):
+            raise OriginError("presigned URL does not address the object's key")
         signed = SignedUrl(url, time.time() + self.expires)
         await self._store.put(image_id, signed, self.url_ttl)
         return signed
 
+    @cached_property
+    def _url_check(self) -> StoredUrlCheck:
+        # The endpoint botocore really signs for: s3.endpoint, or AWS's for the region.
+        return StoredUrlCheck(self._client.meta.endpoint_url, self.bucket)
+
     async def url(self, image_id: str) -> SignedUrl:
-        stored = await self._store.get(image_id)
+        key = self.object_key(image_id)
+        stored = await self._store.get(image_id,
+                                       lambda url: self._url_check.problem(url, key))
         if stored is None:
             return await self.sign(image_id)
         signed_at = stored.expires_at - self.expires
@@ -98,18 +116,20 @@ class S3Origin:
         return await self._signed(image_id, self._peek)
 
     async def _signed(self, image_id: str,
-                      send: Callable[[str], Awaitable[T | _Forbidden]]) -> T:
+                      send: Callable[[str], Awaitable[T | _Refused]]) -> T:
         """``send`` to the object's presigned URL, mapping aiohttp's errors."""
         signed = await self.url(image_id)
         try:
             result = await send(signed.url)
-            if isinstance(result, _Forbidden):
-                # An expired URL or rotated credentials: sign again, once.
+            if isinstance(result, _Refused):
+                # An expired URL, rotated credentials, or a stored URL someone else
+                # wrote (bad signature or parameters): sign again, once.
                 await self._store.delete(image_id)
                 signed = await self.sign(image_id)
                 result = await send(signed.url)
-                if isinstance(result, _Forbidden):
-                    raise OriginError("origin refused access (403) after re-signing")
+                if isinstance(result, _Refused):
+                    raise OriginError(f"origin refused the URL ({result.status}) "
+                                      "after re-signing")
         except TimeoutError:
             raise OriginTimeout() from None
         except aiohttp.ClientPayloadError:
@@ -120,15 +140,19 @@ class S3Origin:
         return result
 
     async def _get(self, url: str, headers: dict[str, str]
-                   ) -> Fetched | NotModified | _Forbidden:
-        async with self._http.get(url, headers=headers, timeout=self._timeout,
+                   ) -> Fetched | NotModified | _Refused:
+        # encoded=True: sent byte for byte as signed. Parsed plainly, yarl would remove
+        # dot segments and decode escapes such as %21 or %27: another path, or one
+        # that no longer matches its signature.
+        async with self._http.get(URL(url, encoded=True), headers=headers,
+                                  timeout=self._timeout,
                                   allow_redirects=False, auto_decompress=False) as resp:
             if resp.status == 304:
                 return NOT_MODIFIED
             if resp.status == 404:
                 raise NotFound()
-            if resp.status == 403:
-                return _FORBIDDEN
+            if resp.status in (400, 403):  # S3's answers to a bad presigned URL
+                return _Refused(resp.status)
             if resp.status != 200:
                 raise OriginError(f"origin answered {resp.status}",
                                   retryable=resp.status >= 500)
@@ -153,16 +177,17 @@ class S3Origin:
 
     # -- metadata -------------------------------------------------------------------
 
-    async def _peek(self, url: str) -> ObjectInfo | _Forbidden:
+    async def _peek(self, url: str) -> ObjectInfo | _Refused:
         """One GET of the object's first bytes (a HEAD would show the label, not what
         the bytes are): its size, and whether fetch would serve it."""
-        async with self._http.get(url, headers={"Range": f"bytes=0-{SNIFF_BYTES - 1}"},
+        async with self._http.get(URL(url, encoded=True),  # byte for byte, as in _get
+                                  headers={"Range": f"bytes=0-{SNIFF_BYTES - 1}"},
                                   timeout=self._timeout, allow_redirects=False,
                                   auto_decompress=False) as resp:
             if resp.status == 404:
                 raise NotFound()
-            if resp.status == 403:
-                return _FORBIDDEN
+            if resp.status in (400, 403):  # S3's answers to a bad presigned URL
+                return _Refused(resp.status)
             if resp.status == 416:  # no byte 0: an empty object
                 raise UnsupportedMedia("origin object is empty")
             if resp.status not in (200, 206):
@@ -183,9 +208,10 @@ class S3Origin:
 
     async def store(self, image_id: str, body: bytes, content_type: str) -> None:
         """PUT the object (uploads through the admin API)."""
+        key = self.object_key(image_id)
         try:
-            await self._client.put_object(Bucket=self.bucket, Key=self.object_key(image_id),
-                                          Body=body, ContentType=content_type)
+            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                          ContentType=content_type)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             raise OriginError(f"origin PUT failed: {code}") from None
@@ -204,11 +230,9 @@ class S3Origin:
         await self._resigning.cancel_all()
 
 
-class _Forbidden:
-    pass
-
-
-_FORBIDDEN = _Forbidden()
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    status: int
 
 
 def _object_size(resp: aiohttp.ClientResponse) -> int | None:

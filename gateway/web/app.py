@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,17 +24,19 @@ from redis.asyncio import Redis
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.tiers import NoDisk, TieredCache
-from gateway.cluster.aliases import AliasStore
+from gateway.cluster.aliases import AliasStore, Migration, migrate_legacy_aliases
 from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
-from gateway.cluster.redis import RedisHealth, RedisKeys, RedisLink
-from gateway.config import Config, resolve_fallback
+from gateway.cluster.redis import RedisHealth, RedisLink, keys_for
+from gateway.config import Config, fill_secret, resolve_fallback
 from gateway.model import Blob
 from gateway.observe.counters import Stats
 from gateway.observe.health import Check, Health
 from gateway.observe.hub import StatsHub
 from gateway.observe.recorder import Recorder
+from gateway.observe.rejected import RedisRejections
 from gateway.observe.shared import SHARED_DIR_ENV
 from gateway.origin import Origin, Uploadable
 from gateway.origin.local import LocalOrigin
@@ -83,8 +86,10 @@ async def create_app(config: Config) -> web.Application:
 async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Application:
     stats = Stats()
     recorder = Recorder()
+    rejected = RedisRejections(stats)
     link = _redis(config, stack)
-    urls: UrlStore = RedisUrlStore(link, stats) if link.enabled else MemoryUrlStore(stats)
+    urls: UrlStore = (RedisUrlStore(link, stats, rejected) if link.enabled
+                      else MemoryUrlStore(stats))
 
     o = config.origin
     raw_origin = await _origin(config, urls, stack)
@@ -96,20 +101,16 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     stack.push_async_callback(origin.close)
 
     cache = await _cache(config, stats, stack)
-    c = config.cluster
-    cluster = ClusterFlight(link, lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,
-                            poll_interval=c.poll_interval, fill_max_bytes=c.fill_max_bytes,
-                            fill_ttl=c.fill_ttl)
     service = ImageService(
-        cache=cache, origin=origin, cluster=cluster,
+        cache=cache, origin=origin, cluster=_cluster(config, link, rejected),
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
         refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2))
     stack.push_async_callback(service.close)
     variants = _variants(config, service, cache, stack)
 
-    aliases = AliasStore(link)
-    bus = InvalidationBus(link)
+    aliases = AliasStore(link, rejected)
+    bus = InvalidationBus(link, stats=stats)
     invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)
@@ -171,9 +172,10 @@ def _middlewares(config: Config, recorder: Recorder, stats: Stats) -> list[Middl
 
 
 def _routes(app: web.Application, config: Config) -> None:
-    app.router.add_get("/images/{image_id}", handlers.get_image)
-    app.router.add_get("/images/{image_id}/url", handlers.get_image_url, allow_head=False)
-    app.router.add_get("/images/user/{user_id}", handlers.get_user_image)
+    # One route: which of the three /images/ routes a URL names is decided on its raw
+    # path (web/paths.py), never on aiohttp's decoded one. [\s\S]: a key may decode
+    # to anything (a newline too), and it is the handler that answers 400, not a 404.
+    app.router.add_get(r"/images/{image_id:[\s\S]+}", handlers.images)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", metrics, allow_head=False)
@@ -185,18 +187,43 @@ def _routes(app: web.Application, config: Config) -> None:
         app.add_subapp("/admin/", admin)
 
 
-def _redis(config: Config, stack: contextlib.AsyncExitStack) -> RedisLink:
+def _redis(config: Config, stack: contextlib.AsyncExitStack,
+           socket_timeout: float | None = None) -> RedisLink:
     client: Redis | None = None
+    keys = keys_for(config)
     if config.redis.url:
         client = Redis.from_url(
             config.redis.url,
-            socket_timeout=config.redis.socket_timeout,
+            socket_timeout=socket_timeout or config.redis.socket_timeout,
             socket_connect_timeout=config.redis.connect_timeout,
             retry_on_timeout=False,
         )
         stack.push_async_callback(client.aclose)
-    return RedisLink(client, RedisKeys(config.redis.prefix),
-                     RedisHealth(configured=client is not None))
+        log.info("redis keys: %s:%s:* (this deployment's)", keys.prefix, keys.deployment)
+    return RedisLink(client, keys, RedisHealth(configured=client is not None))
+
+
+def _cluster(config: Config, link: RedisLink, rejected: RedisRejections) -> ClusterFlight:
+    c, o = config.cluster, config.origin
+    secret = fill_secret(config)
+    # No secret means no Redis (the config refuses Redis without one): no result ever
+    # leaves this process, so a key of its own will do.
+    key = fill_key(secret) if secret else secrets.token_bytes(32)
+    codec = FillCodec(key, link.keys.deployment, allowed_types=o.allowed_types,
+                      max_bytes=o.max_bytes)
+    return ClusterFlight(link, lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,
+                         poll_interval=c.poll_interval, fill_max_bytes=c.fill_max_bytes,
+                         fill_ttl=c.fill_ttl, codec=codec, rejected=rejected)
+
+
+async def migrate_aliases(config: Config) -> Migration:
+    """``image-gateway migrate-aliases``: aliases under their old names -> this
+    deployment's names (cluster/aliases.py). Raises Redis errors."""
+    async with contextlib.AsyncExitStack() as stack:
+        # A one-off batch, not the request path: a busy Redis may take its time.
+        link = _redis(config, stack, socket_timeout=10.0)
+        assert link.client is not None, "checked by the caller"
+        return await migrate_legacy_aliases(link.client, link.keys)
 
 
 async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack

@@ -177,7 +177,8 @@ async def client_local(gateway_client, gateway_config):
 
 async def test_redis_down_is_reported(gateway_client, gateway_config, redis_server):
     redis_server.ensure_running()
-    client = await gateway_client(gateway_config(redis={"url": redis_server.url}))
+    client = await gateway_client(gateway_config(redis={"url": redis_server.url},
+                                                 cluster={"secret": "s" * 32}))
     await (await client.get("/readyz")).read()
     assert (await scrape(client)).value("gateway_redis_state", state="up") == 1
     redis_server.pause()
@@ -224,7 +225,8 @@ async def test_two_workers_add_up(spawn_gateway, redis_url):
 
 def _two_workers_add_up(spawn_gateway, redis_url: str) -> None:
     gw = spawn_gateway({"GATEWAY_SERVER_WORKERS": "2", "GATEWAY_ADMIN_TOKEN": TOKEN,
-                        "GATEWAY_REDIS_URL": redis_url, "GATEWAY_SERVER_ACCESS_LOG": "false"})
+                        "GATEWAY_REDIS_URL": redis_url, "GATEWAY_CLUSTER_SECRET": "s" * 32,
+                        "GATEWAY_SERVER_ACCESS_LOG": "false"})
     (gw.dir / "origin" / "p.png").write_bytes(PFP)
     # both workers up and publishing
     _until(lambda: _admin_stats(gw.url)["scope"]["workers_reporting"] == 2, what="2 workers")

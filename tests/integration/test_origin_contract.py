@@ -16,7 +16,7 @@ from aiobotocore.session import get_session
 from gateway.config import IMAGE_TYPES
 from gateway.errors import NotFound, TooLarge, UnsupportedMedia
 from gateway.observe.counters import Stats
-from gateway.origin import Fetched, NotModified, Origin
+from gateway.origin import Fetched, NotModified, Origin, Uploadable
 from gateway.origin.local import LocalOrigin
 from gateway.origin.presign import MemoryUrlStore
 from gateway.origin.s3 import S3Origin
@@ -30,7 +30,9 @@ Put = Callable[[str, bytes], None]
 @contextlib.asynccontextmanager
 async def local_origin(tmp_path: Path, _: Any) -> AsyncIterator[tuple[Origin, Put]]:
     def put(name: str, body: bytes) -> None:
-        (tmp_path / name).write_bytes(body)
+        path = tmp_path.joinpath(*name.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
 
     yield LocalOrigin(tmp_path, max_bytes=MAX_BYTES, allowed_types=ALLOWED), put
 
@@ -127,6 +129,27 @@ async def test_object_at_max_bytes_passes_the_probe(origin):
     body += b"\0" * (MAX_BYTES - len(body))  # trailing bytes after IEND: still a PNG
     put("edge.png", body)
     assert (await source.probe("edge.png")).size == MAX_BYTES
+
+
+@pytest.mark.parametrize("key", ["a/b/c.png", "sp ace/+%=?#&!'()*$^|.png", "日本/Кир/עב.png",
+                                 "a..b/.../x.png", "user:1/url"])
+async def test_nested_and_odd_keys(origin, key):
+    source, put = origin
+    put(key, noise_png(6))
+    put(key.rsplit("/", 1)[0] + "/other.png", noise_png(7))
+    fetched = await source.fetch(key)
+    assert isinstance(fetched, Fetched) and fetched.body == noise_png(6)
+    assert (await source.probe(key)).size == len(noise_png(6))
+    with pytest.raises(NotFound):
+        await source.fetch(key.upper() + "x")
+
+
+async def test_store_then_fetch_a_nested_key(origin):
+    source, _ = origin
+    assert isinstance(source, Uploadable)
+    await source.store("up/日本 a+b.png", noise_png(8), "image/png")
+    fetched = await source.fetch("up/日本 a+b.png")
+    assert isinstance(fetched, Fetched) and fetched.body == noise_png(8)
 
 
 async def test_ping(origin):

@@ -9,10 +9,14 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from gateway.cluster.redis import keys_for
 from tests.support.images import noise_png as png
 from tests.support.images import sha
 
 KEY_TTL_MAX = 3000
+# Stored URLs the tests write themselves must look like the gateway's own, or they are
+# not used at all (StoredUrlCheck).
+CREDENTIAL = "testing%2F20300101%2Fus-east-1%2Fs3%2Faws4_request"
 
 
 @pytest.fixture
@@ -23,9 +27,20 @@ async def redis(redis_url):
 
 
 @pytest.fixture
-async def client(gateway_client, s3_config, s3_proxy, redis_url):
-    return await gateway_client(s3_config(endpoint=s3_proxy.url, redis={"url": redis_url},
-                                          origin={"connect_timeout": 1, "read_timeout": 1}))
+def config(s3_config, s3_proxy, redis_url):
+    return s3_config(endpoint=s3_proxy.url, redis={"url": redis_url},
+                     origin={"connect_timeout": 1, "read_timeout": 1})
+
+
+@pytest.fixture
+async def client(gateway_client, config):
+    return await gateway_client(config)
+
+
+@pytest.fixture
+def keys(config):
+    """The client's Redis names (they carry its deployment)."""
+    return keys_for(config)
 
 
 async def test_serves_uploaded_object_once_from_origin(client, s3, s3_proxy):
@@ -42,10 +57,10 @@ async def test_serves_uploaded_object_once_from_origin(client, s3, s3_proxy):
     assert s3_proxy.gets("a.png") == 1
 
 
-async def test_presigned_url_kept_in_redis_with_ttl_below_expiry(client, s3, redis):
+async def test_presigned_url_kept_in_redis_with_ttl_below_expiry(client, s3, redis, keys):
     s3.put("b.png", png(2))
     assert (await client.get("/images/b.png")).status == 200
-    key = "profile_pic:url:b.png:v1"
+    key = keys.url("b.png")
     url = (await redis.get(key)).decode()
     ttl = await redis.ttl(key)
     assert 0 < ttl <= KEY_TTL_MAX
@@ -84,19 +99,23 @@ async def test_bad_id_touches_nothing(client, s3_proxy):
     assert s3_proxy.total() == 0
 
 
-async def test_forbidden_url_is_resigned_once(client, s3, s3_proxy, redis):
+@pytest.mark.parametrize("status", [403, 400])
+async def test_a_refused_url_is_resigned_once(client, s3, s3_proxy, redis, keys, status):
     s3.put("d.png", png(4))
-    # A stored URL whose signature S3 no longer accepts (expired, or keys rotated).
+    # A stored URL whose signature S3 no longer accepts (expired, or keys rotated: 403),
+    # or whose parameters it refuses (400: someone else wrote it into Redis).
     old = (f"{s3_proxy.url}/{s3.bucket}/d.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+           f"&X-Amz-Credential={CREDENTIAL}"
            f"&X-Amz-Date={time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
            "&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=0000")
-    await redis.set("profile_pic:url:d.png:v1", old, ex=3000)
-    s3_proxy.fail_with(403, body=b"<Error><Code>AccessDenied</Code></Error>", times=1)
+    await redis.set(keys.url("d.png"), old, ex=3000)
+    s3_proxy.fail_with(status, body=b"<Error><Code>AccessDenied</Code></Error>", times=1)
     resp = await client.get("/images/d.png")
     assert resp.status == 200
     assert resp.headers["X-Cache"] == "MISS"
     assert s3_proxy.gets("d.png") == 2
-    fresh = (await redis.get("profile_pic:url:d.png:v1")).decode()
+    assert "X-Amz-Signature=0000" in s3_proxy.requests()[0].query  # the stored one, tried
+    fresh = (await redis.get(keys.url("d.png"))).decode()
     assert fresh != old and "X-Amz-Signature=0000" not in fresh
 
 
@@ -183,20 +202,22 @@ async def test_readyz_reports_each_dependency(client):
     assert data == {"status": "ok", "checks": {"origin": "ok", "disk": "ok", "redis": "ok"}}
 
 
-async def test_url_near_expiry_is_resigned_in_background(client, s3, s3_proxy, redis):
+async def test_url_near_expiry_is_resigned_in_background(client, s3, s3_proxy, redis,
+                                                         keys):
     s3.put("old.png", png(14))
     aged = time.gmtime(time.time() - 2500)  # past 80% of the 3000 s store TTL
     old = (f"{s3_proxy.url}/{s3.bucket}/old.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+           f"&X-Amz-Credential={CREDENTIAL}"
            f"&X-Amz-Date={time.strftime('%Y%m%dT%H%M%SZ', aged)}"
            "&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=00aa")
-    await redis.set("profile_pic:url:old.png:v1", old, ex=500)
+    await redis.set(keys.url("old.png"), old, ex=500)
     resp = await client.get("/images/old.png")
     assert resp.status == 200  # served with the stored URL, not waiting for a signature
     assert any("Signature=00aa" in r.query for r in s3_proxy.requests())
     for _ in range(100):
-        stored = (await redis.get("profile_pic:url:old.png:v1")).decode()
+        stored = (await redis.get(keys.url("old.png"))).decode()
         if stored != old:
             break
         await asyncio.sleep(0.02)
     assert stored != old
-    assert 2900 < await redis.ttl("profile_pic:url:old.png:v1") <= 3000
+    assert 2900 < await redis.ttl(keys.url("old.png")) <= 3000

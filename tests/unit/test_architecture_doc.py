@@ -33,12 +33,13 @@ def test_redis_table_matches_the_code() -> None:
 
 
 def test_the_table_covers_every_key_builder() -> None:
+    parsers = ("table", "image_of_version", "user_of_legacy")
     builders = {name for name in vars(RedisKeys)
-                if not name.startswith("_") and name not in ("table", "image_of_version")}
-    keys = RedisKeys("p")
+                if not name.startswith("_") and name not in parsers}
+    keys = RedisKeys("p", "d")
     patterns = {k.pattern for k in RedisKeys.table()}
     assert len(patterns) == len(builders | {"invalidate"})
-    assert keys.invalidate == "p:invalidate"
+    assert keys.invalidate == "p:d:invalidate"
 
 
 def test_modules_named_in_the_map_exist() -> None:

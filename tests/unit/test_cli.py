@@ -1,4 +1,5 @@
-"""The command line: serve (the default), check-config, sign; and what it imports."""
+"""The command line: serve (the default), check-config, sign, migrate-aliases; and what
+it imports."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from gateway import __main__ as cli
 from gateway import server
+from gateway.cluster.redis import keys_for
 from gateway.config import Config
+from gateway.config_load import load
 from gateway.web.signing import UrlSigner
 from tests.support import REPO_ROOT
 
@@ -112,6 +116,48 @@ def test_a_bad_key_is_refused_without_showing_it(capsys: pytest.CaptureFixture[s
     assert "too-short" not in err
 
 
+# --- migrate-aliases -------------------------------------------------------------------
+
+SECRET = {"GATEWAY_CLUSTER_SECRET": "a-cluster-secret-for-the-tests-0123456789"}
+
+
+def test_migrate_aliases_needs_redis(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["migrate-aliases"]) == 2
+    assert "redis.url is not set" in capsys.readouterr().err
+
+
+def test_migrate_aliases_copies_and_reports(redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    env = {**SECRET, "GATEWAY_REDIS_URL": redis_url}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    keys = keys_for(load(None, env))
+    redis = Redis.from_url(redis_url)
+    try:
+        redis.mset({"profile_pic:user:bob": "b.png",
+                    "profile_pic:user:mal": "../other-bucket/x",
+                    "profile_pic:user:\x1b[2Jx": "c.png"})
+        assert cli.main(["migrate-aliases"]) == 0
+        assert redis.get(keys.user("bob")) == b"b.png"
+        assert redis.exists(keys.user("mal")) == 0
+    finally:
+        redis.close()
+    out = capsys.readouterr().out
+    assert f"profile_pic:user:* -> profile_pic:{keys.deployment}:user:*" in out
+    assert "skipped 'profile_pic:user:mal': not a valid image key" in out
+    assert "\x1b" not in out  # a key name from Redis is shown escaped, never raw
+    assert out.rstrip().endswith("1 copied, 0 already set (kept), 2 skipped")
+
+
+def test_migrate_aliases_without_a_working_redis_exits_1(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens
+    monkeypatch.setenv("GATEWAY_CLUSTER_SECRET", SECRET["GATEWAY_CLUSTER_SECRET"])
+    assert cli.main(["migrate-aliases"]) == 1
+    assert "running it again is safe" in capsys.readouterr().err
+
+
 # --- check-config ----------------------------------------------------------------------
 
 
@@ -188,7 +234,7 @@ def test_help_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "check-config", "sign", "--config FILE"):
+    for command in ("serve", "check-config", "sign", "migrate-aliases", "--config FILE"):
         assert command in out
 
 

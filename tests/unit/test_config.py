@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, fill_secret
 from gateway.config_load import load
 from tests.support import REPO_ROOT
 
@@ -70,6 +70,7 @@ def test_secrets_in_the_shipped_file_are_empty() -> None:
     assert data["s3"]["secret_access_key"] == ""
     assert data["admin"]["token"] == ""
     assert data["redis"]["url"] == ""
+    assert data["cluster"]["secret"] == ""
 
 
 def test_no_file_means_defaults() -> None:
@@ -83,7 +84,8 @@ def test_environment_wins_over_the_file() -> None:
     config = load(CONFIG_FILE, environ={
         "GATEWAY_MEMORY_MAX_BYTES": "64MiB",
         "GATEWAY_SERVER_WORKERS": "4",
-        "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",  # more than one worker needs it
+        "GATEWAY_CLUSTER_SECRET": "c" * 32,  # and Redis this
         "GATEWAY_ORIGIN_KIND": "s3",
         "GATEWAY_DISK_ENABLED": "false",
         "GATEWAY_PRESIGN_EXPIRES": "7200",
@@ -101,7 +103,8 @@ def test_environment_wins_over_the_file() -> None:
 
 def test_environment_wins_over_a_custom_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[server]\nport = 9000\nworkers = 2\n"
-                           "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n")
+                           "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n"
+                           f"[cluster]\nsecret = \"{'c' * 32}\"\n")
     config = load(path, environ={"GATEWAY_SERVER_PORT": "9100"})
     assert (config.server.port, config.server.workers) == (9100, 2)
 
@@ -171,7 +174,8 @@ def test_several_workers_need_redis() -> None:
     assert message == ("server.workers: 2 needs redis.url: without Redis a purge or alias "
                        "change reaches only the worker that took it")
     assert load(None, environ={"GATEWAY_SERVER_WORKERS": "2",
-                               "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}).server.workers == 2
+                               "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+                               "GATEWAY_CLUSTER_SECRET": "c" * 32}).server.workers == 2
 
 
 def test_redis_url_must_be_redis_and_is_not_echoed() -> None:
@@ -186,6 +190,40 @@ def test_admin_token_too_short_is_not_echoed() -> None:
     message = error_for({"GATEWAY_ADMIN_TOKEN": "short-secret"})
     assert message.startswith("admin.token:")
     assert "short-secret" not in message
+
+
+def test_cluster_secret_too_short_is_not_echoed() -> None:
+    message = error_for({"GATEWAY_CLUSTER_SECRET": "short-cluster-secret"})
+    assert message.startswith("cluster.secret:") and "32 characters" in message
+    assert "short-cluster-secret" not in message
+
+
+REDIS = {"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}
+S3 = {"GATEWAY_ORIGIN_KIND": "s3"}
+AWS_SECRET = {"AWS_SECRET_ACCESS_KEY": "aws-secret-key"}
+CLUSTER_SECRET = {"GATEWAY_CLUSTER_SECRET": "c" * 32}
+
+
+@pytest.mark.parametrize("environ", [REDIS, {**REDIS, **AWS_SECRET}, {**REDIS, **S3}],
+                         ids=["local", "local-with-aws-key", "s3-without-a-key"])
+def test_redis_needs_a_cluster_secret_or_an_s3_key(environ: dict[str, str]) -> None:
+    """Replicas sign what they hand each other through Redis: with nothing to sign with,
+    the start is refused with one line naming the setting."""
+    message = error_for(environ)
+    assert message.startswith("cluster.secret: required when redis.url is set"), message
+
+
+@pytest.mark.parametrize(("environ", "source"), [
+    ({}, ""),
+    (AWS_SECRET, ""),  # the local origin does not use the AWS key
+    ({**S3, **AWS_SECRET}, "aws-secret-key"),
+    ({**REDIS, **S3, **AWS_SECRET}, "aws-secret-key"),
+    ({**REDIS, **CLUSTER_SECRET}, "c" * 32),
+    ({**REDIS, **S3, **AWS_SECRET, **CLUSTER_SECRET}, "c" * 32),
+])
+def test_the_fill_secret_comes_from_cluster_secret_else_the_s3_key(
+        environ: dict[str, str], source: str) -> None:
+    assert fill_secret(load(None, environ=environ)) == source
 
 
 def test_signing_keys_in_a_bad_format_are_not_echoed() -> None:
@@ -260,6 +298,8 @@ secret_access_key = "secret-from-file"
 url = "redis://:redis-password@127.0.0.1:6379/0"
 [admin]
 token = "admin-token-0123456789"
+[cluster]
+secret = "cluster-secret-0123456789abcdef0123456789"
 """
 
 
@@ -282,7 +322,8 @@ def test_secrets_never_appear_in_repr(tmp_path: Path) -> None:
     assert config.redis.url.startswith("redis://")
     text = repr(config) + str(config)
     for secret in ("AKIAFROMFILE", "secret-from-env", "secret-from-file",
-                   "redis-password", "env-admin-token-abcdef", "admin-token-0123456789"):
+                   "redis-password", "env-admin-token-abcdef", "admin-token-0123456789",
+                   "cluster-secret-0123456789abcdef0123456789"):
         assert secret not in text
 
 

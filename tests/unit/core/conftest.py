@@ -7,8 +7,10 @@ clock, and RedisLinks (none, or on the session's real redis-server).
                   in tmp_path (or NoDisk); bodies over OBJECT_CAP stay on disk only
     tiers         make_tiers()
     no_redis      RedisLink without a client (Redis not configured)
-    make_link     make_link(backoff=0.0) -> RedisLink on redis_url (0.3 s timeouts)
+    make_link     make_link(backoff=0.0) -> RedisLink on redis_url (0.3 s timeouts); keys
+                  are test:dep:... (prefix PREFIX, deployment DEPLOYMENT)
     link          make_link()
+    rejected      RedisRejections counting on its own Stats (rejected.stats)
     redis         a plain client on redis_url, to look at or change what is stored
     make_service  make_service(**ImageService kwargs) -> ImageService on make_tiers(),
                   origin, clock, a SingleFlight and a ClusterFlight without Redis
@@ -30,14 +32,19 @@ from gateway import service as service_module
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.tiers import NoDisk, TieredCache
+from gateway.cluster.fill import FillCodec
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisKeys, RedisLink
+from gateway.config import IMAGE_TYPES
 from gateway.observe.counters import Stats
+from gateway.observe.rejected import RedisRejections
 from gateway.service import FlightResult, ImageService
 from gateway.singleflight import SingleFlight
 from tests.support.fakes import FakeClock, FakeOrigin
 
 PREFIX = "test"
+DEPLOYMENT = "dep"
+FILL_KEY = b"k" * 32
 MEMORY_BYTES = 100_000
 OBJECT_CAP = 1_000  # memory keeps bodies up to this; the disk hands larger ones as FileBlob
 MAX_STALE = 3600.0  # expired entries stay in both layers for the tests' whole span
@@ -86,7 +93,24 @@ async def tiers(make_tiers: MakeTiers) -> TieredCache:
 
 
 def unconfigured_link() -> RedisLink:
-    return RedisLink(None, RedisKeys(PREFIX), RedisHealth(configured=False))
+    return RedisLink(None, RedisKeys(PREFIX, DEPLOYMENT), RedisHealth(configured=False))
+
+
+def fill_codec(key: bytes = FILL_KEY, deployment: str = DEPLOYMENT,
+               max_bytes: int = 10_000_000) -> FillCodec:
+    return FillCodec(key, deployment, allowed_types=frozenset(IMAGE_TYPES),
+                     max_bytes=max_bytes)
+
+
+class CountedRejections(RedisRejections):
+    def __init__(self) -> None:
+        self.stats = Stats()
+        super().__init__(self.stats)
+
+
+@pytest.fixture
+def rejected() -> CountedRejections:
+    return CountedRejections()
 
 
 @pytest.fixture
@@ -102,7 +126,8 @@ async def make_link(redis_url: str) -> AsyncIterator[MakeLink]:
         client = Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT,
                                 socket_connect_timeout=REDIS_TIMEOUT, retry_on_timeout=False)
         clients.append(client)
-        return RedisLink(client, RedisKeys(PREFIX), RedisHealth(True, backoff=backoff))
+        return RedisLink(client, RedisKeys(PREFIX, DEPLOYMENT),
+                         RedisHealth(True, backoff=backoff))
 
     yield make
     for client in clients:
@@ -128,7 +153,8 @@ async def make_service(make_tiers: MakeTiers, origin: FakeOrigin,
 
     async def make(*, cache: TieredCache | None = None, **kwargs: Any) -> ImageService:
         cluster = ClusterFlight(unconfigured_link(), lease_ttl=5, wait_timeout=1,
-                                poll_interval=0.01, fill_max_bytes=100_000, fill_ttl=10)
+                                poll_interval=0.01, fill_max_bytes=100_000, fill_ttl=10,
+                                codec=fill_codec(), rejected=CountedRejections())
         options: dict[str, Any] = dict(stats=Stats(), fallback=None, ttl=TTL, clock=clock)
         options.update(kwargs)
         service = ImageService(cache=cache or await make_tiers(), origin=origin,

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.bus import IMAGE_KIND, USER_KIND, InvalidationBus, parse_message
 from gateway.cluster.redis import RedisLink
+from gateway.observe.counters import Stats
 from tests.support.fakes import until
 from tests.support.redis_server import RedisServer
 
@@ -76,7 +77,7 @@ async def test_bump_moves_forward_and_respects_the_floor(make_bus: MakeBus,
     assert await bus.bump("a.png", 100) == 100
     assert await bus.bump("a.png", 50) == 101
     assert await bus.bump("b.png", 0) == 1  # per image
-    assert await redis.get("test:ver:a.png") == b"101"
+    assert await redis.get("test:dep:ver:a.png") == b"101"
     assert await bus.version_of("a.png") == 101 and await bus.version_of("c.png") == 0
 
 
@@ -89,14 +90,14 @@ async def test_bump_never_repeats_after_redis_lost_its_data(make_bus: MakeBus,
     await redis.flushall()  # what a restart without persistence leaves
     third = await bus.bump("a.png", second + 1)
     assert third == second + 1
-    assert await redis.get("test:ver:a.png") == str(third).encode()  # stored exactly
+    assert await redis.get("test:dep:ver:a.png") == str(third).encode()  # stored exactly
 
 
 async def test_without_redis_nothing_is_bumped_or_sent(no_redis: RedisLink) -> None:
     bus = InvalidationBus(no_redis)
     assert not bus.enabled
     assert await bus.bump("a.png", 5) is None
-    assert await bus.publish("a.png") is False
+    assert await bus.publish_image("a.png") is False
     assert await bus.version_of("a.png") is None
     await bus.start()
     await bus.close()  # nothing was started
@@ -107,7 +108,7 @@ async def test_redis_down_answers_none(make_bus: MakeBus, redis_server: RedisSer
     try:
         redis_server.kill()
         assert await bus.bump("a.png", 5) is None
-        assert await bus.publish("a.png") is False
+        assert await bus.publish_image("a.png") is False
         assert await bus.version_of("a.png") is None
     finally:
         redis_server.ensure_running()
@@ -120,8 +121,8 @@ async def test_image_message_reaches_subscribers_with_the_version(make_bus: Make
     heard = await subscribed(make_bus())
     publisher = make_bus()
     version = await publisher.bump("a.png", START)
-    assert await publisher.publish("a.png") is True
-    assert await publisher.publish("never-purged.png") is True
+    assert await publisher.publish_image("a.png") is True
+    assert await publisher.publish_image("never-purged.png") is True
     await until(lambda: len(heard.images) == 2)
     assert heard.images == [("a.png", version), ("never-purged.png", 0)]
     assert heard.users == []
@@ -130,13 +131,77 @@ async def test_image_message_reaches_subscribers_with_the_version(make_bus: Make
 async def test_user_message_reaches_on_user(make_bus: MakeBus) -> None:
     heard = await subscribed(make_bus())
     publisher = make_bus()
-    assert await publisher.publish("user:bob")
+    assert await publisher.publish_user("bob")
     await until(lambda: heard.users == ["bob"])
     assert heard.images == []
 
 
+async def test_messages_name_their_kind(make_bus: MakeBus, redis: Redis) -> None:
+    publisher = make_bus()
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(publisher.channel)
+    await publisher.publish_image("user:bob")  # an object key that looks like an alias
+    await publisher.publish_user("bob")
+    seen = []
+
+    async def two_messages() -> None:
+        while len(seen) < 2:  # None for the subscription's own confirmation
+            message = await pubsub.get_message(timeout=BOUND)
+            if message is not None:
+                seen.append(message["data"])
+
+    await asyncio.wait_for(two_messages(), BOUND)
+    await pubsub.aclose()
+    assert seen == [b"i:user:bob", b"u:bob"]
+
+
+async def test_a_key_that_looks_like_an_alias_purges_the_object(make_bus: MakeBus) -> None:
+    heard = await subscribed(make_bus())
+    publisher = make_bus()
+    await publisher.publish_image("user:bob")
+    await publisher.publish_image("u:x/日本語 +%.png")
+    await until(lambda: len(heard.images) == 2)
+    assert heard.images == [("user:bob", 0), ("u:x/日本語 +%.png", 0)]
+    assert heard.users == []
+
+
+@pytest.mark.parametrize(("message", "image", "user"), [
+    ("i:a/b.png", "a/b.png", None),
+    ("u:bob", None, "bob"),
+    ("a.png", "a.png", None),  # what a replica of before keys sends during an upgrade
+    ("user:bob", None, "bob"),
+])
+def test_parse_message(message: str, image: str | None, user: str | None) -> None:
+    expected = (IMAGE_KIND, image) if image is not None else (USER_KIND, user)
+    assert parse_message(message) == expected
+    assert parse_message(message.encode()) == expected
+
+
+@pytest.mark.parametrize("message", [
+    "i:", "i:../x", "i:a//b", "i:a\x00b", "u:", "u:a/b", "u:../x", "x:a.png", "user:",
+    "user:a/b", b"i:\xff", "", "a/../b",
+])
+def test_parse_message_refuses(message: str | bytes) -> None:
+    assert parse_message(message) is None
+
+
+async def test_unknown_messages_are_ignored_and_counted(make_link: MakeLink,
+                                                       redis: Redis) -> None:
+    stats = Stats()
+    bus = InvalidationBus(make_link(), retry_interval=0.05, stats=stats)
+    try:
+        heard = await subscribed(bus)
+        for junk in ("x:a.png", "i:../../etc/passwd", "u:a/b", "i:a\x00b"):
+            await redis.publish(bus.channel, junk)
+        await redis.publish(bus.channel, "i:ok.png")
+        await until(lambda: heard.images == [("ok.png", 0)])
+        assert heard.users == [] and stats.bus_messages_rejected == 4
+    finally:
+        await bus.close()
+
+
 async def test_publish_with_nobody_listening_still_succeeds(make_bus: MakeBus) -> None:
-    assert await make_bus().publish("a.png") is True
+    assert await make_bus().publish_image("a.png") is True
 
 
 # -- catching up -------------------------------------------------------------------------------
@@ -144,8 +209,8 @@ async def test_publish_with_nobody_listening_still_succeeds(make_bus: MakeBus) -
 
 async def test_subscribe_reads_every_version(make_bus: MakeBus, redis: Redis) -> None:
     versions = {f"img{i}.png": i + 1 for i in range(1500)}  # more than one SCAN batch
-    await redis.mset({f"test:ver:{k}": v for k, v in versions.items()})
-    await redis.set("test:user:bob", "img1.png")  # not a version
+    await redis.mset({f"test:dep:ver:{k}": v for k, v in versions.items()})
+    await redis.set("test:dep:user:bob", "img1.png")  # not a version
     await redis.set("other:ver:x.png", 9)  # another prefix
     heard = await subscribed(make_bus())
     assert heard.resyncs == [versions]
@@ -162,7 +227,7 @@ async def test_resubscribe_resyncs_and_keeps_listening(make_bus: MakeBus,
     await until(lambda: len(heard.resyncs) == 2, timeout=BOUND)
     assert heard.resyncs[1] == {"a.png": missed}
     await asyncio.wait_for(bus.subscribed.wait(), BOUND)
-    await publisher.publish("user:eve")
+    await publisher.publish_user("eve")
     await until(lambda: heard.users == ["eve"])
 
 

@@ -20,10 +20,14 @@ from gateway.origin.presign import MemoryUrlStore, RedisUrlStore, SignedUrl, Url
 from tests.support.fakes import until
 from tests.support.redis_server import RedisServer
 
-from .conftest import MakeLink
+from .conftest import CountedRejections, MakeLink
 
 BOUND = 5.0
 SIGNED = SignedUrl("https://s3.example/a.png?X-Amz-Signature=x", time.time() + 3600)
+
+
+def accept_any(url: str) -> None:
+    return None
 
 
 class FakeCaches:
@@ -49,7 +53,7 @@ class Replica:
         self.caches = caches
         self.urls = urls
         self.bus = InvalidationBus(link, retry_interval=0.05)
-        self.aliases = AliasStore(link)
+        self.aliases = AliasStore(link, CountedRejections())
         self.invalidator = Invalidator(caches, self.bus, urls, self.aliases)
 
     async def listen(self) -> Replica:
@@ -69,7 +73,7 @@ async def make_replica(make_link: MakeLink) -> AsyncIterator[MakeReplica]:
              urls: UrlStore | None = None) -> Replica:
         link = link or make_link()
         replica = Replica(link, caches or FakeCaches(),
-                          urls or RedisUrlStore(link, Stats()))
+                          urls or RedisUrlStore(link, Stats(), CountedRejections()))
         made.append(replica)
         return replica
 
@@ -98,13 +102,13 @@ async def test_purge_everywhere(make_replica: MakeReplica, redis: Redis) -> None
     here = make_replica(FakeCaches(a=5))
     there = await make_replica(FakeCaches(a=5)).listen()
     await here.urls.put("a.png", SIGNED, 60)
-    assert await redis.exists("test:url:a.png:v1") == 1
+    assert await redis.exists("test:dep:url:a.png:v1") == 1
     floor = now_us()
     result = await here.invalidator.purge("a.png")
     assert result.image_id == "a.png" and result.propagated is True
     assert result.version >= floor  # above any version used before (time in µs)
-    assert await redis.get("test:ver:a.png") == str(result.version).encode()
-    assert await redis.exists("test:url:a.png:v1") == 0
+    assert await redis.get("test:dep:ver:a.png") == str(result.version).encode()
+    assert await redis.exists("test:dep:url:a.png:v1") == 0
     assert here.caches.purged == [("a.png", result.version)]
     await until(lambda: there.caches.purged != [])
     assert there.caches.purged == [("a.png", result.version)]
@@ -119,7 +123,7 @@ async def test_purge_goes_above_the_local_version(make_replica: MakeReplica) -> 
 async def test_purge_goes_above_the_version_in_redis(make_replica: MakeReplica,
                                                      redis: Redis) -> None:
     stored = now_us() + 10**12
-    await redis.set("test:ver:a.png", stored)
+    await redis.set("test:dep:ver:a.png", stored)
     here = make_replica(FakeCaches(a=5))
     result = await here.invalidator.purge("a.png")
     assert result.version == stored + 1 and here.caches.purged == [("a.png", stored + 1)]
@@ -140,7 +144,7 @@ async def test_purge_while_redis_is_down_applies_locally(
         redis_server.ensure_running()
     assert result.propagated is False and result.version >= floor
     assert here.caches.purged == [("a.png", result.version)]
-    assert await urls.get("a.png") is None
+    assert await urls.get("a.png", accept_any) is None
     assert "applied locally only" in caplog.text
 
 
@@ -154,7 +158,7 @@ async def test_purge_without_redis(make_replica: MakeReplica, no_redis: RedisLin
         result = await here.invalidator.purge("a.png")
     assert result.propagated is False and result.version >= floor
     assert here.caches.purged == [("a.png", result.version)]
-    assert await urls.get("a.png") is None
+    assert await urls.get("a.png", accept_any) is None
     assert caplog.text == ""  # nothing is wrong: there is no cluster to tell
 
 
@@ -171,17 +175,17 @@ async def test_message_with_an_unreadable_version_still_purges(
 
 async def test_resync_applies_only_newer_versions(make_replica: MakeReplica,
                                                   redis: Redis) -> None:
-    await redis.mset({"test:ver:a.png": 7, "test:ver:b.png": 3, "test:ver:c.png": 1,
-                      "test:ver:d.png": 9})
+    await redis.mset({"test:dep:ver:a.png": 7, "test:dep:ver:b.png": 3, "test:dep:ver:c.png": 1,
+                      "test:dep:ver:d.png": 9})
     there = await make_replica(FakeCaches(a=5, b=9, d=9)).listen()
     assert sorted(there.caches.purged) == [("a.png", 7), ("c.png", 1)]
 
 
 async def test_resync_forgets_alias_copies(make_replica: MakeReplica, redis: Redis) -> None:
     there = make_replica()
-    await redis.set("test:user:bob", "b1.png")
+    await redis.set("test:dep:user:bob", "b1.png")
     assert await there.aliases.resolve("bob") == "b1.png"
-    await redis.set("test:user:bob", "b2.png")  # changed while we were not listening
+    await redis.set("test:dep:user:bob", "b2.png")  # changed while we were not listening
     await there.invalidator.on_resync({})
     assert await there.aliases.resolve("bob") == "b2.png"
 

@@ -9,21 +9,24 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
+from gateway.cluster.fill import FillCodec
 from gateway.cluster.lease import ClusterFlight, Landed, Lease
 from gateway.cluster.redis import RedisLink
 from gateway.model import Blob
 from tests.support.fakes import blob
 from tests.support.redis_server import RedisServer
 
-from .conftest import MakeLink
+from .conftest import CountedRejections, MakeLink, fill_codec
 
 K = "a.png/3/"
-LEASE_KEY = f"test:lease:{K}"
-FILL_KEY = f"test:fill:{K}"
+LEASE_KEY = f"test:dep:lease:{K}"
+FILL_KEY = f"test:dep:fill:{K}"
+PNG = b"\x89PNG\r\n\x1a\n"  # what the fill check sniffs: a result must be an image
 BOUND = 5.0  # how long a test lets a wait run before calling it hung
 
 
-def flight(link: RedisLink, **options: float) -> ClusterFlight:
+def flight(link: RedisLink, codec: FillCodec | None = None,
+           rejected: CountedRejections | None = None, **options: float) -> ClusterFlight:
     settings: dict[str, float] = dict(lease_ttl=5.0, wait_timeout=30.0, poll_interval=0.01,
                                       fill_max_bytes=10_000, fill_ttl=30)
     settings.update(options)
@@ -31,7 +34,9 @@ def flight(link: RedisLink, **options: float) -> ClusterFlight:
                          wait_timeout=settings["wait_timeout"],
                          poll_interval=settings["poll_interval"],
                          fill_max_bytes=int(settings["fill_max_bytes"]),
-                         fill_ttl=int(settings["fill_ttl"]))
+                         fill_ttl=int(settings["fill_ttl"]),
+                         codec=codec or fill_codec(),
+                         rejected=rejected or CountedRejections())
 
 
 async def nothing_local() -> Blob | None:
@@ -98,7 +103,7 @@ async def test_waiter_gets_the_holders_bytes(make_link: MakeLink, redis: Redis) 
     lease = await holder.acquire(K)
     assert isinstance(lease, Lease)
     waiting = asyncio.create_task(wait(waiter))
-    fetched = blob(bytes(range(256)) * 4, origin_etag='"o7"')
+    fetched = blob(PNG + bytes(range(256)) * 4, origin_etag='"o7"')
     await holder.release(lease, fetched)
     landed = await waiting
     assert landed == Landed(fetched)  # meta and body intact
@@ -160,16 +165,58 @@ def damaged(raw: bytes, how: str) -> bytes:
 
 
 @pytest.mark.parametrize("how", ["body", "truncated", "header"])
-async def test_a_damaged_result_is_ignored(make_link: MakeLink, redis: Redis,
-                                           how: str) -> None:
-    holder, waiter = flight(make_link()), flight(make_link())
+async def test_a_damaged_result_is_dropped_and_counted(make_link: MakeLink, redis: Redis,
+                                                       how: str) -> None:
+    rejected = CountedRejections()
+    holder, waiter = flight(make_link()), flight(make_link(), rejected=rejected)
     lease = await holder.acquire(K)
     assert isinstance(lease, Lease)
-    await holder.release(lease, blob(b"pixels" * 50))
+    await holder.release(lease, blob(PNG + b"pixels" * 50))
     raw = await redis.get(FILL_KEY)
     assert raw is not None and raw.endswith(b"pixels")
     await redis.set(FILL_KEY, damaged(raw, how))
     assert await wait(waiter) is None  # not served: fetch from the origin
+    assert rejected.stats.redis_rejected_fill == 1
+    assert await redis.exists(FILL_KEY) == 0
+
+
+# -- hostile values written straight into Redis ----------------------------------------------
+
+HTML = b"<html><script>alert(1)</script></html>"
+
+
+async def forge(redis: Redis, value: bytes) -> None:
+    """Another writer of the shared Redis: a lease 'held' and a result 'left' for it."""
+    await redis.set(LEASE_KEY, "someone", px=30_000)
+    await redis.set(FILL_KEY, value)
+
+
+@pytest.mark.parametrize("value", [
+    HTML,
+    fill_codec(key=b"not the cluster key" * 2).pack(K, blob(HTML, content_type="text/html")),
+    fill_codec(key=b"not the cluster key" * 2).pack(K, blob(PNG + b"x")),
+    fill_codec(key=b"not the cluster key" * 2).pack(K, None),  # a forged 'missing'
+    fill_codec(deployment="another").pack(K, blob(PNG + b"x")),  # another deployment's
+    fill_codec().pack("b.png/3/", blob(PNG + b"x")),  # signed for another image
+    fill_codec().pack("a.png/2/", blob(PNG + b"x")),  # ... or another version
+    fill_codec().pack(K, blob(HTML)),  # a replica's HTML labelled image/png
+    fill_codec().pack(K, blob(PNG + b"x" * 200)),  # over origin.max_bytes (100)
+], ids=["raw-html", "html-unsigned", "png-unsigned", "missing-unsigned", "other-deployment",
+        "other-image", "other-version", "signed-html", "signed-too-large"])
+async def test_a_forged_result_is_never_used(make_link: MakeLink, redis: Redis,
+                                             value: bytes) -> None:
+    rejected = CountedRejections()
+    waiter = flight(make_link(), codec=fill_codec(max_bytes=100), rejected=rejected)
+    await forge(redis, value)
+    # The lease is still held for 30 s: only the rejection ends the wait at once.
+    assert await wait(waiter) is None  # fetch the origin yourself
+    assert rejected.stats.redis_rejected_fill == 1
+    assert await redis.exists(FILL_KEY) == 0  # dropped for the other replicas too
+
+
+async def test_a_genuine_missing_marker_is_used(make_link: MakeLink, redis: Redis) -> None:
+    await forge(redis, fill_codec().pack(K, None))
+    assert await wait(flight(make_link())) == Landed(None)
 
 
 async def test_wait_ends_when_redis_fails(make_link: MakeLink,

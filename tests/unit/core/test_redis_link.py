@@ -35,7 +35,7 @@ class Call:
 
 
 def fake_link(backoff: float = 3600.0) -> RedisLink:
-    return RedisLink(CLIENT, RedisKeys("test"), RedisHealth(True, backoff=backoff))
+    return RedisLink(CLIENT, RedisKeys("test", "dep"), RedisHealth(True, backoff=backoff))
 
 
 async def test_not_configured_answers_defaults_without_calling(no_redis: RedisLink) -> None:

@@ -58,3 +58,13 @@ def test_origin_retries_and_breaker_trips_are_zero_when_absent():
     samples = exposed(Snapshot(pid=1, started=0, written=0))
     assert samples[("gateway_origin_retries_total", ())] == 0
     assert samples[("gateway_origin_breaker_trips_total", ())] == 0
+
+
+def test_rejected_redis_values_are_one_family_by_kind():
+    stats = Stats()
+    stats.redis_rejected_url, stats.redis_rejected_fill = 3, 1
+    samples = exposed(Snapshot(pid=1, started=0, written=0, counters=stats_counters(stats)))
+    assert samples[("gateway_redis_values_rejected_total", (("kind", "url"),))] == 3
+    assert samples[("gateway_redis_values_rejected_total", (("kind", "alias"),))] == 0
+    assert samples[("gateway_redis_values_rejected_total", (("kind", "fill"),))] == 1
+    assert not any(name.startswith("gateway_redis_rejected") for name, _ in samples)
