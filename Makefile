@@ -2,11 +2,14 @@
 #
 #   make run          serve the sample pictures on http://127.0.0.1:8080 (ARGS="--config FILE")
 #   make test         system packages + test extras, then pytest (PYTEST_ARGS="-k foo -x")
+#   make test-container  the image built with podman and tested as operators run it
+#                     (tests/container; not part of `make test`; PYTEST_ARGS too)
 #   make lint         ruff + mypy
 #   make bench        benchmarks (writes bench/RESULTS.md; BENCH_ARGS=--profile: py-spy;
 #                     BENCH_SOAK=1: the soak run too)
 #   make soak         10-minute soak, faults injected (writes bench/SOAK.md; SOAK_QUICK=1: 60 s)
-#   make system-deps  redis-server, nginx, chromium from Debian packages (as root)
+#   make system-deps  redis-server, nginx, chromium, openssl, curl, kubectl from Debian
+#                     packages (as root)
 #   make clean        caches and var/;  make distclean also removes the venv
 
 VENV ?= .venv
@@ -17,7 +20,10 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 ARGS ?=
 PYTEST_ARGS ?=
 SAMPLES ?= var/samples
-SYSTEM_DEPS ?= redis-server nginx chromium
+SYSTEM_DEPS ?= redis-server nginx chromium openssl curl kubectl
+# make test-container: podman (daemonless: no Docker engine here) with runc, catatonit
+# for compose's `init: true`, debootstrap for the local base image.
+CONTAINER_DEPS ?= podman runc catatonit debootstrap
 
 # Stamps record that the venv holds what pyproject.toml asks for; they are
 # rebuilt (pip install again) whenever pyproject.toml is newer.
@@ -27,7 +33,7 @@ TEST_STAMP := $(VENV)/.installed-test
 LINT_DIRS := $(wildcard gateway tests bench tools)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench soak system-deps clean distclean
+.PHONY: help run test test-container lint bench soak system-deps clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -58,6 +64,16 @@ system-deps:
 
 test: system-deps $(TEST_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The container (issue 14): the base image first, outside pytest, so its one-time
+# debootstrap shows its progress (later runs find it cached by its inputs' hash and
+# go straight on); then tests/container builds deploy/Dockerfile from a clean context
+# and runs it against real Redis, S3 (moto) and nginx. No skips: a machine where
+# podman cannot run fails here with the reason.
+test-container: system-deps $(TEST_STAMP)
+	@bash tools/ensure-system-deps.sh $(CONTAINER_DEPS)
+	@bash tools/container-base-image.sh >/dev/null
+	$(BIN)/pytest tests/container $(PYTEST_ARGS)
 
 # Runs every checker, then fails if any of them did.
 lint: $(TEST_STAMP)

@@ -250,9 +250,13 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    cache_control: str = checked("public, max-age=2700", header_value)
-    fallback_cache_control: str = checked("public, max-age=60", header_value)
-    user_cache_control: str = checked("public, max-age=30", header_value)
+    # stale-while-revalidate = fetch.refresh_ahead, stale-if-error = disk.max_stale: a
+    # browser or CDN may do what the gateway itself does (tests/unit/test_config.py).
+    cache_control: str = checked(
+        "max-age=2700, stale-while-revalidate=3600, stale-if-error=604800", header_value)
+    fallback_cache_control: str = checked("max-age=60", header_value)
+    user_cache_control: str = checked("max-age=30", header_value)
+    stale_cache_control: str = checked("max-age=30", header_value)
 
 
 @dataclass(frozen=True)
@@ -344,6 +348,11 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
     if presign.cache_ttl >= presign.expires:
         yield (f"presign.cache_ttl: {presign.cache_ttl} must be below presign.expires "
                f"({presign.expires}) so no stored URL outlives its signature")
+    if config.server.workers > 1 and not config.redis.url:
+        # Each worker has its own caches and aliases; only Redis's channel tells the
+        # others of a purge or an alias change one of them took.
+        yield (f"server.workers: {config.server.workers} needs redis.url: without Redis a "
+               "purge or alias change reaches only the worker that took it")
     if config.disk.enabled and not config.disk.path:
         yield "disk.path: must name a folder (or set disk.enabled = false)"
     if config.signing.required and not config.signing.keys:

@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 class GatewayError(Exception):
     status: ClassVar[int] = 500
     public_message: ClassVar[str] = "internal error"
+    #: The detail tells the client what was wrong with its request (and never echoes
+    #: the request): it is the answer. Otherwise the detail is for the log only.
+    detail_is_public: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, status: int | None = None, message: str | None = None,
                           **kwargs: Any) -> None:
@@ -27,11 +30,16 @@ class GatewayError(Exception):
         super().__init__(detail or self.public_message)
         self.detail = detail or self.public_message
 
+    @property
+    def answer(self) -> str:
+        """The message the client gets."""
+        return self.detail if self.detail_is_public else self.public_message
+
 
 # -- the client's request ---------------------------------------------------------------
 
 class BadRequest(GatewayError, status=400, message="bad request"):
-    pass
+    detail_is_public = True  # "w must be one of 32, 48, ...": what to fix
 
 
 class NotFound(GatewayError, status=404, message="image not found"):

@@ -64,15 +64,23 @@ async def _serve(config: Config, reuse_port: bool) -> None:
 
     from gateway.web.accesslog import access_log_settings
     from gateway.web.app import create_app
+    from gateway.web.keys import PARTS
+    from gateway.web.protocol import answer_protocol_errors
 
     server = config.server
     app = await create_app(config)
+    stats = app[PARTS].stats
+
+    def refused() -> None:
+        stats.malformed_requests += 1
+
     access: dict[str, Any] = access_log_settings(server)
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=server.shutdown_timeout,
         keepalive_timeout=server.keepalive_timeout, max_line_size=server.max_line_size,
-        max_field_size=server.max_field_size, **access)
+        max_field_size=server.max_field_size, on_refused=refused, **access)
     await runner.setup()
+    answer_protocol_errors(runner)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -86,6 +94,10 @@ async def _serve(config: Config, reuse_port: bool) -> None:
             shown = f"[{host}]" if ":" in host else host
             log.info("listening on http://%s:%d (pid %d)", shown, port, os.getpid())
         await stop.wait()
+        # Already stopping: a second SIGTERM (a process manager repeating itself) must
+        # not kill the drain, nor the exit after the loop's handlers are gone.
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("draining in-flight requests (up to %.0fs)", server.shutdown_timeout)
     finally:
         await runner.cleanup()

@@ -215,7 +215,10 @@ class ImageService:
     # -- other operations ---------------------------------------------------------
 
     async def url(self, image_id: str) -> SignedUrl | None:
-        """A direct URL for the old API; NotFound when the object does not exist."""
+        """A direct URL for the old API, for what ``get`` would serve only: NotFound
+        when the object does not exist, UnsupportedMedia or TooLarge (502) for what the
+        image route refuses. A fresh copy in memory passed those checks already; else
+        the origin is probed (the object's first bytes, not all of it)."""
         key = self.cache.key_for(image_id)
         now = self.clock()
         if self.cache.known_missing(key, now):
@@ -224,7 +227,7 @@ class ImageService:
         cached = self.cache.in_memory(key)
         if cached is None or not self.cache.fresh(cached.meta, now):
             try:
-                await self.origin.head(image_id)
+                await self.origin.probe(image_id)
             except NotFound:
                 self.cache.remember_missing(key, now)
                 raise

@@ -2,6 +2,7 @@
 # Make sure the system programs the tests and tools need are installed.
 #
 #   tools/ensure-system-deps.sh redis-server nginx [chromium] [wrk]
+#   tools/ensure-system-deps.sh podman runc catatonit debootstrap openssl curl kubectl
 #
 # For every command that is missing (looked up in PATH, /usr/sbin and /usr/bin),
 # install its Debian package with apt-get: as root, or through `sudo -n` when
@@ -19,6 +20,16 @@ declare -A PACKAGES=(
     [nginx]="nginx-light nginx"
     [chromium]="chromium"
     [wrk]="wrk"
+    # make test-container: podman builds and runs the image (daemonless, no Docker
+    # engine needed) with runc; debootstrap makes the local base image; openssl the
+    # throwaway TLS pair; curl speaks HTTP/2 to nginx; kubectl renders the kustomization.
+    [podman]="podman"
+    [catatonit]="catatonit"     # podman run --init: compose's `init: true`
+    [runc]="runc"
+    [debootstrap]="debootstrap"
+    [openssl]="openssl"
+    [curl]="curl"
+    [kubectl]="kubernetes-client"
 )
 # command -> init service the package may start
 declare -A SERVICES=(

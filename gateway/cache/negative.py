@@ -4,7 +4,7 @@ Without it every request for a missing image (a typo, a deleted picture, someone
 trying random ids) reaches the origin. A remembered miss is answered with the
 fallback at the cost of one dict lookup.
 
-Keys are the original's cache key (``{image_id}/{version}/``): every variant of
+Keys are the original's cache key (its version and key): every variant of
 the image shares it, and a purge or an upload, which moves the version, ends it
 at once. An entry is dropped when it is older than ``ttl``; when the bound is
 reached the oldest goes first. With one TTL for every entry, insertion order is

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from gateway.cluster.redis import RedisKeys, RedisLink
 from gateway.errors import BadRequest
-from gateway.model import validate_image_id, validate_user_id
+from gateway.model import validate_key, validate_user_id
 from gateway.observe.rejected import RedisRejections
 
 _UNKNOWN = ""
@@ -35,7 +35,7 @@ def key_from_redis(raw: bytes | str) -> str | None:
     """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return validate_image_id(text)
+        return validate_key(text)
     except (UnicodeDecodeError, BadRequest):
         return None
 

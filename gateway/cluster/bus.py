@@ -1,7 +1,8 @@
 """Invalidation across replicas: Redis pub/sub on the ``invalidate`` channel.
 
-A message is an image id (drop that image) or ``user:{user_id}`` (drop that
-alias); ':' cannot occur in an image id, so the two never collide. Versions
+A message is ``i:{key}`` (drop that object) or ``u:{user_id}`` (drop that alias):
+the kind is a fixed prefix, so no key (which may hold ':' or start with ``user:``)
+reads as an alias. A message of neither kind is ignored and counted. Versions
 live in Redis (the ``version`` keys); a replica that missed messages
 (Redis down, or the replica restarting) catches up by reading every version
 when it (re)subscribes.
@@ -28,10 +29,18 @@ from redis.asyncio.connection import Connection
 
 from gateway.cluster.epoch import Identity, identity_of
 from gateway.cluster.redis import REDIS_ERRORS, RedisLink
+from gateway.errors import BadRequest
+from gateway.model import validate_key, validate_user_id
+from gateway.observe.counters import Stats
+from gateway.observe.throttle import Throttled
 
 log = logging.getLogger(__name__)
 
-USER_PREFIX = "user:"
+IMAGE_KIND = "i:"
+USER_KIND = "u:"
+# What replicas of before object keys sent: a flat id (no ':' could occur in one) or
+# ``user:{id}``; still understood, so a rolling upgrade loses no purge they publish.
+_LEGACY_USER = "user:"
 
 # Lua numbers are doubles: exact up to 2**53, far above microseconds since 1970.
 _BUMP = """
@@ -57,14 +66,18 @@ class InvalidationBus:
     #: Seconds between checks of Redis's identity while subscribed.
     identity_interval = 5.0
 
-    def __init__(self, link: RedisLink, retry_interval: float = 0.5) -> None:
+    def __init__(self, link: RedisLink, retry_interval: float = 0.5, *,
+                 stats: Stats | None = None) -> None:
         self._link = link
+        self._stats = stats or Stats()
         self._keys = link.keys
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._failing = Throttled(log)
         self._identity: Identity | None = None
         self._reconnected = False
+        self._subscriptions = 0
         self.channel = link.keys.invalidate
         self.subscribed = asyncio.Event()
         self.on_image: OnImage | None = None
@@ -109,7 +122,15 @@ class InvalidationBus:
             None, when_down=True)
         return None if raw is None else int(raw)
 
-    async def publish(self, message: str) -> bool:
+    async def publish_image(self, key: str) -> bool:
+        """Tell every replica to drop the object ``key``; False when Redis failed."""
+        return await self._publish(IMAGE_KIND + key)
+
+    async def publish_user(self, user_id: str) -> bool:
+        """Tell every replica that the alias of ``user_id`` changed."""
+        return await self._publish(USER_KIND + user_id)
+
+    async def _publish(self, message: str) -> bool:
         sent = await self._link.guarded(lambda r: r.publish(self.channel, message), None,
                                         when_down=True)
         return sent is not None
@@ -156,13 +177,16 @@ class InvalidationBus:
                 log.warning("invalidation messages may have been missed (%s); "
                             "subscribing again", exc)
             except REDIS_ERRORS as exc:
+                # RedisHealth logs the outage (once, then a reminder now and then); a
+                # line per retry here would be two a second for as long as it lasts.
                 self.subscribed.clear()
                 self._link.health.failed(exc)
-                log.warning("invalidation subscription lost (%s); retrying",
-                            type(exc).__name__)
+                log.debug("invalidation subscription lost (%s); retrying",
+                          type(exc).__name__)
             except Exception:
                 self.subscribed.clear()
-                log.exception("invalidation listener failed; retrying")
+                self._failing.log(logging.ERROR, "invalidation listener failed; retrying",
+                                  exc_info=True)
             finally:
                 connection = _connection_of(pubsub)
                 if connection is not None:
@@ -191,9 +215,12 @@ class InvalidationBus:
         self._identity = identity
         if self.on_resync is not None:
             await self.on_resync(await self.versions(redis))
-        self._link.health.ok()
+        self._link.health.ok()  # after an outage: its one "reachable again" line
         self.subscribed.set()
-        log.info("subscribed to %s", self.channel)
+        self._failing.reset()
+        self._subscriptions += 1
+        log.log(logging.INFO if self._subscriptions == 1 else logging.DEBUG,
+                "subscribed to %s", self.channel)
 
     async def _receive(self, redis: Redis, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -224,14 +251,37 @@ class InvalidationBus:
         self._reconnected = True
 
     async def _dispatch(self, data: bytes | str) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        if text.startswith(USER_PREFIX):
+        parsed = parse_message(data)
+        if parsed is None:
+            self._stats.bus_messages_rejected += 1
+            log.debug("ignored invalidation message %r", data[:100])
+            return
+        kind, name = parsed
+        if kind == USER_KIND:
             if self.on_user is not None:
-                await self.on_user(text[len(USER_PREFIX):])
+                await self.on_user(name)
             return
         if self.on_image is not None:
-            version = await self.version_of(text)
-            await self.on_image(text, version if version is not None else -1)
+            version = await self.version_of(name)
+            await self.on_image(name, version if version is not None else -1)
+
+
+def parse_message(data: bytes | str) -> tuple[str, str] | None:
+    """(IMAGE_KIND, key) or (USER_KIND, user id) of a message; None when it is neither:
+    Redis is shared, what comes from it is checked like a client's input."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        if text.startswith(IMAGE_KIND):
+            return IMAGE_KIND, validate_key(text[len(IMAGE_KIND):])
+        if text.startswith(USER_KIND):
+            return USER_KIND, validate_user_id(text[len(USER_KIND):])
+        if text.startswith(_LEGACY_USER):
+            return USER_KIND, validate_user_id(text[len(_LEGACY_USER):])
+        if ":" not in text:
+            return IMAGE_KIND, validate_key(text)
+    except (UnicodeDecodeError, BadRequest):
+        pass
+    return None
 
 
 def _connection_of(pubsub: PubSub) -> Connection | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.cluster.aliases import AliasStore
-from gateway.cluster.bus import USER_PREFIX, InvalidationBus
+from gateway.cluster.bus import InvalidationBus
 from gateway.origin.presign import UrlStore
 
 log = logging.getLogger(__name__)
@@ -52,18 +52,18 @@ class Invalidator:
         await self.urls.delete(image_id)
         await self.caches.purge_local(image_id, version)
         if propagated:
-            propagated = await self.bus.publish(image_id)
+            propagated = await self.bus.publish_image(image_id)
         if not propagated and self.bus.enabled:
             log.warning("purge of %s applied locally only: redis unavailable", image_id)
         return PurgeResult(image_id, version, propagated)
 
     async def set_alias(self, user_id: str, image_id: str) -> bool:
         await self.aliases.set(user_id, image_id)
-        return await self.bus.publish(USER_PREFIX + user_id)
+        return await self.bus.publish_user(user_id)
 
     async def delete_alias(self, user_id: str) -> bool:
         await self.aliases.delete(user_id)
-        return await self.bus.publish(USER_PREFIX + user_id)
+        return await self.bus.publish_user(user_id)
 
     # -- what other replicas told us ------------------------------------------------
 

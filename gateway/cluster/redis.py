@@ -65,6 +65,7 @@ class RedisKeys:
     kinds of key can never collide and two deployments never share a key. The one
     exception is the ``legacy_user`` name, from before the deployment was part of the
     key space: only ``migrate-aliases`` reads it, nothing writes it.
+    An object key may hold ':', but the kind is read before it.
     """
 
     def __init__(self, prefix: str, deployment: str) -> None:
@@ -112,10 +113,10 @@ class RedisKeys:
         """The key space with the default prefix, as the architecture document shows it."""
         keys = cls("profile_pic", "{deployment}")
         return [
-            KeyDoc(keys.url("{image_id}"), "presigned GET URL",
+            KeyDoc(keys.url("{key}"), "presigned GET URL",
                    "presign.cache_ttl (below presign.expires)"),
-            KeyDoc(keys.user("{user_id}"), "image id of the user's picture", "none"),
-            KeyDoc(keys.version("{image_id}"),
+            KeyDoc(keys.user("{user_id}"), "object key of the user's picture", "none"),
+            KeyDoc(keys.version("{key}"),
                    "version, moved forward on purge, never repeats", "none"),
             KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
                    "cluster.lease_ttl"),
@@ -123,7 +124,8 @@ class RedisKeys:
                    "(HMAC): meta + bytes, or 'missing'", "cluster.fill_ttl ('missing': 2 s)"),
             KeyDoc(keys.epoch(), "random token set once (SET NX): gone or changed means "
                    "Redis lost its data", "none"),
-            KeyDoc(keys.invalidate, "channel: an image id, or user:{user_id}", "-"),
+            KeyDoc(keys.invalidate, "channel: i:{key} (an object) or u:{user_id} (an alias)",
+                   "-"),
             KeyDoc(keys.legacy_user("{user_id}"), "an alias from before the deployment "
                    "was in the key space: read by `migrate-aliases`, never written", "none"),
         ]
@@ -134,14 +136,24 @@ def keys_for(config: Config) -> RedisKeys:
 
 
 class RedisHealth:
-    """Whether Redis is answering, shared by everything that talks to it."""
+    """Whether Redis is answering, shared by everything that talks to it.
 
-    def __init__(self, configured: bool, backoff: float = 1.0) -> None:
+    It is also the one voice of an outage in the log: one WARNING when Redis goes
+    down, a reminder every ``remind_every`` seconds while it stays down (however many
+    calls fail meanwhile: the listener alone retries twice a second), one INFO when
+    it is back."""
+
+    def __init__(self, configured: bool, backoff: float = 1.0, remind_every: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.configured = configured
         self.backoff = backoff
+        self.remind_every = remind_every
+        self.clock = clock
         self.healthy = configured
         self.failures = 0
         self._retry_at = 0.0
+        self._down_since = 0.0
+        self._reminded_at = 0.0
 
     @property
     def state(self) -> str:
@@ -150,18 +162,24 @@ class RedisHealth:
         return "up" if self.healthy else "down"
 
     def usable(self) -> bool:
-        return self.configured and (self.healthy or time.monotonic() >= self._retry_at)
+        return self.configured and (self.healthy or self.clock() >= self._retry_at)
 
     def failed(self, exc: BaseException) -> None:
         self.failures += 1
+        now = self.clock()
         if self.healthy:
             log.warning("redis unavailable (%s); serving without it", type(exc).__name__)
+            self._down_since = self._reminded_at = now
+        elif now - self._reminded_at >= self.remind_every:
+            log.warning("redis still unavailable after %.0f s (%s)", now - self._down_since,
+                        type(exc).__name__)
+            self._reminded_at = now
         self.healthy = False
-        self._retry_at = time.monotonic() + self.backoff
+        self._retry_at = now + self.backoff
 
     def ok(self) -> None:
         if not self.healthy and self.configured:
-            log.info("redis reachable again")
+            log.info("redis reachable again after %.0f s", self.clock() - self._down_since)
         self.healthy = True
 
 

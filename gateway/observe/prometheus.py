@@ -38,6 +38,8 @@ _PLAIN = {
     "fallback_served": ("gateway_fallback_served",
                         "Fallback pictures served for missing images."),
     "bytes_from_origin": ("gateway_bytes_from_origin", "Body bytes downloaded from the origin."),
+    "malformed_requests": ("gateway_malformed_requests",
+                           "Requests the HTTP parser refused (request line, header): 400."),
 }
 _HANDLED_ELSEWHERE = {"origin_fetches", "origin_not_modified", "origin_errors",
                       "origin_not_found", "bytes_served", "url_store_hits",

@@ -232,10 +232,6 @@ def recommend(report: dict[str, Any], config: Config) -> list[dict[str, str]]:
             "Presigned URLs are signed locally on every miss, invalidations do not reach "
             "other replicas and the cluster-wide single-flight is off. Check redis.url and "
             "the Redis server.")
-    elif redis == "disabled" and config.server.workers > 1:
-        add("redis_disabled", "info", "No Redis configured",
-            "Each worker keeps its own presigned URLs and a purge reaches only the process "
-            "that receives it. Set redis.url when running several workers or replicas.")
 
     hit_rate = report["hit_rate"]["overall"]
     if answers >= MIN_ANSWERS and hit_rate is not None and hit_rate < LOW_HIT_RATE:

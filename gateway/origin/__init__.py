@@ -40,8 +40,10 @@ class Origin(Protocol):
         """The object's bytes; raises NotFound, OriginError or OriginTimeout."""
         ...
 
-    async def head(self, image_id: str) -> ObjectInfo:
-        """The object's size and validators without its bytes; raises NotFound."""
+    async def probe(self, image_id: str) -> ObjectInfo:
+        """The object's size and validators, refused as ``fetch`` would refuse it (type
+        by its first bytes and label, size over the limit) without reading all of it;
+        raises NotFound, UnsupportedMedia, TooLarge, OriginError."""
         ...
 
     async def url(self, image_id: str) -> SignedUrl | None:
@@ -76,8 +78,8 @@ class OriginWrapper:
                     ) -> Fetched | NotModified:
         return await self.inner.fetch(image_id, if_none_match)
 
-    async def head(self, image_id: str) -> ObjectInfo:
-        return await self.inner.head(image_id)
+    async def probe(self, image_id: str) -> ObjectInfo:
+        return await self.inner.probe(image_id)
 
     async def url(self, image_id: str) -> SignedUrl | None:
         return await self.inner.url(image_id)

@@ -10,6 +10,10 @@ from gateway.errors import UnsupportedMedia
 _NEUTRAL_LABELS = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
 
+#: How many leading bytes sniff() looks at: enough to judge an object by its start.
+SNIFF_BYTES = 1024
+
+
 def sniff(body: bytes) -> str | None:
     """The image type the leading bytes prove, or None."""
     head = body[:64]
@@ -23,7 +27,7 @@ def sniff(body: bytes) -> str | None:
         return "image/webp"
     if head[4:8] == b"ftyp" and _is_avif(head):
         return "image/avif"
-    if _looks_like_svg(body[:1024]):
+    if _looks_like_svg(body[:SNIFF_BYTES]):
         return "image/svg+xml"
     return None
 

@@ -116,7 +116,7 @@ class ResilientOrigin(OriginWrapper):
             self.breaker.success()
             return result
 
-    async def head(self, image_id: str) -> ObjectInfo:
+    async def probe(self, image_id: str) -> ObjectInfo:
         if not self.breaker.allow():
             raise OriginUnavailable("circuit open: origin failing, not asked")
-        return await self.inner.head(image_id)
+        return await self.inner.probe(image_id)

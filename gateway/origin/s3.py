@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
+from yarl import URL
 
-from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge
+from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge, UnsupportedMedia
+from gateway.model import MAX_KEY_BYTES, encode_key, validate_key
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
-from gateway.origin.content import checked_type
+from gateway.origin.content import SNIFF_BYTES, checked_type
 from gateway.origin.presign import SignedUrl, StoredUrlCheck, UrlStore
 from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+T = TypeVar("T")
 
 
 class S3Origin:
@@ -48,16 +52,23 @@ class S3Origin:
         self._resigning = BackgroundTasks("resign")
 
     def object_key(self, image_id: str) -> str:
-        return f"{self.prefix}{image_id}"
+        # Checked here too: whatever asks (a handler, an alias read from Redis), no
+        # request leaves for a path the key rules refuse.
+        key = f"{self.prefix}{validate_key(image_id)}"
+        if len(key.encode()) > MAX_KEY_BYTES:  # the prefix made it longer than S3 allows
+            raise NotFound()
+        return key
 
     # -- presigned URLs -------------------------------------------------------------
 
     async def _presign(self, image_id: str) -> SignedUrl:
+        key = self.object_key(image_id)
         url: str = await self._client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": self.object_key(image_id)},
-            ExpiresIn=self.expires,
-        )
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires)
+        # Our own RFC 3986 encoding of the key: a URL naming anything else (a client
+        # library that normalised the path) is never used.
+        if not URL(url, encoded=True).raw_path.endswith(f"/{self.bucket}/{encode_key(key)}"):
+            raise OriginError("presigned URL does not address the object's key")
         return SignedUrl(url, time.time() + self.expires)
 
     async def sign(self, image_id: str) -> SignedUrl:
@@ -103,18 +114,26 @@ class S3Origin:
 
     async def fetch(self, image_id: str, if_none_match: str | None = None
                     ) -> Fetched | NotModified:
+        headers = {"If-None-Match": if_none_match} if if_none_match else {}
+        return await self._signed(image_id, lambda url: self._get(url, headers))
+
+    async def probe(self, image_id: str) -> ObjectInfo:
+        return await self._signed(image_id, self._peek)
+
+    async def _signed(self, image_id: str,
+                      send: Callable[[str], Awaitable[T | _Refused]]) -> T:
+        """``send`` to the object's presigned URL, mapping aiohttp's errors."""
         stored = await self._stored(image_id)
         signed = stored if stored is not None else await self._presign(image_id)
-        headers = {"If-None-Match": if_none_match} if if_none_match else {}
         try:
-            result = await self._get(signed.url, headers)
+            result = await send(signed.url)
             if isinstance(result, _Refused):
                 # An expired URL, rotated credentials, or a stored URL someone else
                 # wrote (bad signature or parameters): sign again, once.
                 await self._store.delete(image_id)
-                stored = None
                 signed = await self._presign(image_id)
-                result = await self._get(signed.url, headers)
+                stored = None
+                result = await send(signed.url)
                 if isinstance(result, _Refused):
                     raise OriginError(f"origin refused the URL ({result.status}) "
                                       "after re-signing")
@@ -134,7 +153,11 @@ class S3Origin:
 
     async def _get(self, url: str, headers: dict[str, str]
                    ) -> Fetched | NotModified | _Refused:
-        async with self._http.get(url, headers=headers, timeout=self._timeout,
+        # encoded=True: sent byte for byte as signed. Parsed plainly, yarl would remove
+        # dot segments and decode escapes such as %21 or %27: another path, or one
+        # that no longer matches its signature.
+        async with self._http.get(URL(url, encoded=True), headers=headers,
+                                  timeout=self._timeout,
                                   allow_redirects=False, auto_decompress=False) as resp:
             if resp.status == 304:
                 return NOT_MODIFIED
@@ -166,27 +189,41 @@ class S3Origin:
 
     # -- metadata -------------------------------------------------------------------
 
-    async def head(self, image_id: str) -> ObjectInfo:
-        try:
-            resp = await self._client.head_object(Bucket=self.bucket,
-                                                  Key=self.object_key(image_id))
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound() from None
-            raise OriginError(f"origin HEAD failed: {code}") from None
-        except (TimeoutError, BotoCoreError, aiohttp.ClientError) as exc:
-            raise OriginError(f"origin unreachable: {type(exc).__name__}") from None
-        modified = resp.get("LastModified")
-        return ObjectInfo(int(resp.get("ContentLength", 0)),
-                          int(modified.timestamp()) if modified else 0,
-                          resp.get("ETag"))
+    async def _peek(self, url: str) -> ObjectInfo | _Refused:
+        """One GET of the object's first bytes (a HEAD would show the label, not what
+        the bytes are): its size, and whether fetch would serve it."""
+        async with self._http.get(URL(url, encoded=True),  # byte for byte, as in _get
+                                  headers={"Range": f"bytes=0-{SNIFF_BYTES - 1}"},
+                                  timeout=self._timeout, allow_redirects=False,
+                                  auto_decompress=False) as resp:
+            if resp.status == 404:
+                raise NotFound()
+            if resp.status in (400, 403):  # S3's answers to a bad presigned URL
+                return _Refused(resp.status)
+            if resp.status == 416:  # no byte 0: an empty object
+                raise UnsupportedMedia("origin object is empty")
+            if resp.status not in (200, 206):
+                raise OriginError(f"origin answered {resp.status}",
+                                  retryable=resp.status >= 500)
+            size = _object_size(resp)
+            if size is None:
+                raise OriginError("origin answered without the object's size")
+            if size > self.max_bytes:
+                raise TooLarge(f"origin object is {size} bytes")
+            head = b""
+            while len(head) < SNIFF_BYTES and (
+                    chunk := await resp.content.read(SNIFF_BYTES - len(head))):
+                head += chunk
+            checked_type(head, resp.headers.get("Content-Type"), self.allowed_types)
+            return ObjectInfo(size, _epoch(resp.headers.get("Last-Modified")),
+                              resp.headers.get("ETag"))
 
     async def store(self, image_id: str, body: bytes, content_type: str) -> None:
         """PUT the object (uploads through the admin API)."""
+        key = self.object_key(image_id)
         try:
-            await self._client.put_object(Bucket=self.bucket, Key=self.object_key(image_id),
-                                          Body=body, ContentType=content_type)
+            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                          ContentType=content_type)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             raise OriginError(f"origin PUT failed: {code}") from None
@@ -208,6 +245,15 @@ class S3Origin:
 @dataclass(frozen=True, slots=True)
 class _Refused:
     status: int
+
+
+def _object_size(resp: aiohttp.ClientResponse) -> int | None:
+    """The whole object's size: after the '/' of a 206's Content-Range, or a 200's
+    Content-Length (an origin that ignored the Range)."""
+    if resp.status == 200:
+        return resp.content_length
+    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    return int(total) if total.isascii() and total.isdigit() else None
 
 
 def _epoch(http_date: str | None) -> int:

@@ -40,8 +40,8 @@ from gateway.variants.transform import Rendered, TransformPool, normalise_upload
 
 log = logging.getLogger(__name__)
 
-#: Pseudo image id of the fallback picture's variants: ids cannot start with '.'.
-FALLBACK_ID: Final = ".fallback"
+#: Pseudo key of the fallback picture's variants: no key holds a control character.
+FALLBACK_ID: Final = "\x00fallback"
 UPLOAD_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp",
                                  "image/avif"})
 

@@ -1,10 +1,12 @@
 """Access log: one JSON object a line (or the classic format, by setting).
 
 Both formats carry the same facts: the client (X-Forwarded-For believed only
-from a trusted proxy, see clientaddr.py), the request, the status, the body
-bytes, the layer that answered (X-Cache) and the duration. The lines go to
-stdout through the ``gateway.access`` logger with nothing around them, so a log
-shipper can read the JSON as it is; the service's own log stays on stderr.
+from a trusted proxy, see clientaddr.py), the request (its target as sent, still
+percent-encoded: decoded, ``user%2F42`` and ``user/42`` would read alike though they
+name different things), the status, the body bytes, the layer that answered
+(X-Cache) and the duration. The lines go to stdout through the ``gateway.access``
+logger with nothing around them, so a log shipper can read the JSON as it is; the
+service's own log stays on stderr.
 
     {"ts":1718000000.123,"client":"203.0.113.7","method":"GET","path":"/images/a.png",
      "status":200,"bytes":5120,"layer":"HIT-MEMORY","ms":0.412,"ua":"...","pid":4242}
@@ -72,7 +74,7 @@ def make_access_logger(client_address: ClientAddress,
                     "ts": round(time.time(), 3),
                     "client": client,
                     "method": request.method,
-                    "path": request.path_qs,
+                    "path": request.raw_path,
                     "status": response.status,
                     "bytes": size,
                     "layer": layer,
@@ -86,7 +88,7 @@ def make_access_logger(client_address: ClientAddress,
             self.logger.info(
                 '%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" %s %.6f',
                 client, time.strftime("%d/%b/%Y:%H:%M:%S %z"), request.method,
-                _quoted(request.path_qs), version.major, version.minor, response.status,
+                _quoted(request.raw_path), version.major, version.minor, response.status,
                 size, _quoted(headers.get("Referer", "-")),
                 _quoted(headers.get("User-Agent", "-")), _quoted(layer), time_)
 

@@ -14,9 +14,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest, GatewayError
-from gateway.model import Layer, validate_image_id, validate_user_id
+from gateway.model import Layer, validate_key, validate_user_id
 from gateway.web.keys import PARTS
 from gateway.web.middlewares import error_response
+from gateway.web.paths import admin_key
 from gateway.web.variants import upload_image
 
 
@@ -40,10 +41,20 @@ def bearer_auth(token: str) -> Middleware:
     return auth
 
 
+@web.middleware
+async def no_store(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No admin answer is for a cache: stats, purge results and the dashboard are each
+    true once. (Error answers are no-store already.)"""
+    response = await handler(request)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: "[[[[..." nested past the decoder's limit is no JSON we take.
         raise BadRequest("body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
@@ -51,7 +62,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def purge_image(request: web.Request) -> web.Response:
-    image_id = validate_image_id(request.match_info["image_id"])
+    image_id = admin_key(request)
     result = await request.config_dict[PARTS].invalidator.purge(image_id)
     return web.json_response({"success": True, "image_id": image_id,
                               "version": result.version, "propagated": result.propagated})
@@ -63,7 +74,7 @@ async def put_alias(request: web.Request) -> web.Response:
     image_id = data.get("image_id")
     if not isinstance(image_id, str):
         raise BadRequest("image_id must be a string")
-    validate_image_id(image_id)
+    validate_key(image_id)
     propagated = await request.config_dict[PARTS].invalidator.set_alias(user_id, image_id)
     return web.json_response({"success": True, "user_id": user_id, "image_id": image_id,
                               "propagated": propagated})
@@ -84,7 +95,7 @@ async def prefetch(request: web.Request) -> web.Response:
         raise BadRequest("image_ids must be a list of strings")
     if len(ids) > config.prefetch_max:
         raise BadRequest(f"at most {config.prefetch_max} image_ids per call")
-    unique = list(dict.fromkeys(validate_image_id(i) for i in ids))
+    unique = list(dict.fromkeys(validate_key(i) for i in ids))  # keys, not URL paths
     service = request.config_dict[PARTS].service
     gate = asyncio.Semaphore(config.prefetch_concurrency)
     counts = {"fetched": 0, "already_cached": 0, "missing": 0, "failed": 0}
@@ -110,8 +121,9 @@ async def prefetch(request: web.Request) -> web.Response:
 
 
 def add_routes(admin: web.Application) -> None:
-    admin.router.add_delete("/images/{image_id}", purge_image)
-    admin.router.add_put("/images/{image_id}", upload_image)
+    # The key is read from the raw path (web/paths.py), whatever it holds.
+    admin.router.add_delete(r"/images/{image_id:[\s\S]+}", purge_image)
+    admin.router.add_put(r"/images/{image_id:[\s\S]+}", upload_image)
     admin.router.add_put("/users/{user_id}", put_alias)
     admin.router.add_delete("/users/{user_id}", delete_alias)
     admin.router.add_post("/prefetch", prefetch)

@@ -53,18 +53,21 @@ from gateway.variants.service import VariantService
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
 from gateway.web import dashboard, handlers, stats_view
-from gateway.web.admin import bearer_auth
+from gateway.web.admin import bearer_auth, no_store
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.keys import PARTS, Parts
 from gateway.web.middlewares import errors, require_signature
 from gateway.web.observability import metrics, observe
 from gateway.web.ratelimit import TokenBuckets, rate_limit
+from gateway.web.responses import common_headers
 from gateway.web.signing import UrlSigner
 
 log = logging.getLogger(__name__)
 
-#: Admin bodies (uploads) may be larger than image requests ever are.
-ADMIN_MAX_BODY = 16 * 1024 * 1024
+#: The largest request body read: an upload (PUT /admin/images/{id}, docs/variants.md).
+#: aiohttp takes the limit from the app that made the request, which is always the
+#: root app, never the admin sub-app; no public route reads a body at all.
+MAX_BODY = 16 * 1024 * 1024
 #: Seconds the start waits for the first subscription to the invalidation channel.
 FIRST_SUBSCRIPTION_WAIT = 2.0
 
@@ -112,7 +115,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     variants = _variants(config, service, cache, stack)
 
     aliases = AliasStore(link, rejected)
-    bus = InvalidationBus(link)
+    bus = InvalidationBus(link, stats=stats)
     invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)
@@ -146,7 +149,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
                    figures=figures)
 
     app = web.Application(middlewares=_middlewares(config, recorder, stats),
-                          client_max_size=1024 * 1024)
+                          client_max_size=MAX_BODY)
     app[PARTS] = Parts(
         config=config, service=service, cache=cache, variants=variants,
         invalidator=invalidator, aliases=aliases, stats=stats, hub=hub, health=health,
@@ -163,6 +166,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
 
     app.cleanup_ctx.append(run_hub)
     app.on_shutdown.append(draining)
+    app.on_response_prepare.append(common_headers)
     _routes(app, config)
     return app
 
@@ -180,15 +184,15 @@ def _middlewares(config: Config, recorder: Recorder, stats: Stats) -> list[Middl
 
 
 def _routes(app: web.Application, config: Config) -> None:
-    app.router.add_get("/images/{image_id}", handlers.get_image)
-    app.router.add_get("/images/{image_id}/url", handlers.get_image_url, allow_head=False)
-    app.router.add_get("/images/user/{user_id}", handlers.get_user_image)
+    # One route: which of the three /images/ routes a URL names is decided on its raw
+    # path (web/paths.py), never on aiohttp's decoded one. [\s\S]: a key may decode
+    # to anything (a newline too), and it is the handler that answers 400, not a 404.
+    app.router.add_get(r"/images/{image_id:[\s\S]+}", handlers.images)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", metrics, allow_head=False)
     if config.admin.token:  # no token, no admin surface at all (404, not 401)
-        admin = web.Application(middlewares=[bearer_auth(config.admin.token)],
-                                client_max_size=ADMIN_MAX_BODY)
+        admin = web.Application(middlewares=[no_store, bearer_auth(config.admin.token)])
         admin_routes.add_routes(admin)
         stats_view.add_routes(admin)
         dashboard.add_routes(admin)

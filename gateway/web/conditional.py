@@ -40,11 +40,13 @@ def modified_since(header: str, last_modified: int) -> bool | None:
     """Whether the object changed after the date; None when the date is unusable."""
     try:
         since = parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError):
+        if since.tzinfo is None:
+            return None  # HTTP dates are always GMT; a zone-less date is not one
+        stamp = since.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # A client's date the calendar cannot hold (year 99999999999) is no date.
         return None
-    if since.tzinfo is None:
-        return None  # HTTP dates are always GMT; a zone-less date is not one
-    return last_modified > since.timestamp()
+    return last_modified > stamp
 
 
 def is_not_modified(if_none_match: str | None, if_modified_since: str | None,

@@ -4,49 +4,60 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.model import Layer, Served, validate_image_id, validate_user_id
-from gateway.web.keys import PARTS
-from gateway.web.responses import image_response
+from gateway.model import Served
+from gateway.web.keys import IMAGE_KEY, PARTS, ROUTE
+from gateway.web.paths import IMAGES, Route, image_path, raw_tail, route_of
+from gateway.web.responses import answer_cache_control, image_response
 from gateway.web.variants import variant_image, variant_spec
 
 
-async def get_image(request: web.Request) -> web.StreamResponse:
-    image_id = validate_image_id(request.match_info["image_id"])
+async def images(request: web.Request) -> web.StreamResponse:
+    """Every GET/HEAD under /images/: the route is decided on the raw path."""
+    path = route_of(raw_tail(request, IMAGES))
+    request[ROUTE] = path.route.value
+    if path.route is Route.USER:
+        return await _user_image(request, path.name)
+    if path.route is Route.URL:
+        if request.method != "GET":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+        return await _image_url(request, path.name)
+    request[IMAGE_KEY] = path.name
+    return await _image(request, path.name)
+
+
+async def _image(request: web.Request, key: str) -> web.StreamResponse:
     spec = variant_spec(request)  # issue 8: ?w=&h=&fit=&format=&q= (docs/variants.md)
     if spec is not None:
-        return await variant_image(request, image_id, spec)
-    served = await request.app[PARTS].service.get(image_id)
+        return await variant_image(request, key, spec)
+    served = await request.app[PARTS].service.get(key)
     return _respond(request, served, request.app[PARTS].config.http.cache_control)
 
 
-async def get_user_image(request: web.Request) -> web.StreamResponse:
-    user_id = validate_user_id(request.match_info["user_id"])
+async def _user_image(request: web.Request, user_id: str) -> web.StreamResponse:
     spec = variant_spec(request)
     service = request.app[PARTS].service
-    image_id = await request.app[PARTS].aliases.resolve(user_id)
+    key = await request.app[PARTS].aliases.resolve(user_id)
     if spec is not None:
-        return await variant_image(request, image_id, spec, user=True)
-    served = service.fallback_for_unknown() if image_id is None else await service.get(image_id)
+        return await variant_image(request, key, spec, user=True)
+    served = service.fallback_for_unknown() if key is None else await service.get(key)
     return _respond(request, served, request.app[PARTS].config.http.user_cache_control)
 
 
 def _respond(request: web.Request, served: Served, cache_control: str) -> web.StreamResponse:
     config = request.app[PARTS].config
-    if served.layer is Layer.FALLBACK:
-        cache_control = config.http.fallback_cache_control  # short: the image may appear
+    cache_control = answer_cache_control(served.layer, config.http, cache_control)
     return image_response(request, served, cache_control, config.server.send_timeout)
 
 
-async def get_image_url(request: web.Request) -> web.Response:
-    image_id = validate_image_id(request.match_info["image_id"])
-    signed = await request.app[PARTS].service.url(image_id)
+async def _image_url(request: web.Request, key: str) -> web.Response:
+    signed = await request.app[PARTS].service.url(key)
     if signed is None:  # an origin without presigned URLs: the stable URL is the URL
-        url, expires_at = str(request.url.with_path(f"/images/{image_id}")
-                              .with_query(None)), None
+        url = str(request.url.with_path(image_path(key), encoded=True).with_query(None))
+        expires_at = None
     else:
         url, expires_at = signed.url, int(signed.expires_at)
     return web.json_response(
-        {"success": True, "image_id": image_id, "url": url, "expires_at": expires_at},
+        {"success": True, "image_id": key, "url": url, "expires_at": expires_at},
         headers={"Cache-Control": "no-store", "X-Cache": "NONE"})
 
 

@@ -42,3 +42,10 @@ PARTS = web.AppKey("parts", Parts)
 #: The layer an image answer came from (set where the response is made), read by the
 #: metrics middleware: nothing re-reads X-Cache to learn what the service did.
 ANSWER_LAYER = web.RequestKey("answer_layer", Layer)
+
+#: The route an /images/ path names (web/paths.py), set once the raw path is parsed:
+#: one catch-all aiohttp route serves them all, so its pattern can't be the label.
+ROUTE = web.RequestKey("route", str)
+
+#: The object key of an image answer (for the top-images figures).
+IMAGE_KEY = web.RequestKey("image_key", str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -14,6 +15,9 @@ from gateway.web.responses import SERVER
 from gateway.web.signing import UrlSigner
 
 log = logging.getLogger(__name__)
+
+_HTTP_ANSWERS = {404: "not found", 405: "method not allowed",
+                 413: "request body too large"}
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -33,16 +37,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 500 and not isinstance(exc, Busy):
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status,
                         exc.detail)
-        response = error_response(exc.status, exc.public_message)
+        response = error_response(exc.status, exc.answer)
     except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # a redirect is an answer, not an error
+        # aiohttp's own (404 no route, 405, 413 body over client_max_size): its text
+        # may quote the request, so the answer is a fixed message for the status.
+        response = error_response(exc.status, _HTTP_ANSWERS.get(exc.status)
+                                  or HTTPStatus(exc.status).phrase.lower())
         if exc.status == 405:
-            allow = exc.headers.get("Allow", "GET, HEAD")
-            response = error_response(405, "method not allowed")
-            response.headers["Allow"] = allow
-        elif exc.status == 404:
-            response = error_response(404, "not found")
-        else:
-            raise
+            response.headers["Allow"] = exc.headers.get("Allow", "GET, HEAD")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal error")

@@ -2,7 +2,7 @@
 
 The ``observe`` middleware, outermost, times each request and records its route
 and status, and for image answers the layer (``Served.layer``, left on the request
-by the code that made the response), the latency, the body bytes and the image id
+by the code that made the response), the latency, the body bytes and the object key
 (top images). It sees the final response, after the error middleware turned
 exceptions into JSON answers. Latency is until the response is ready to send: the
 transfer to the client measures the client's network, not the cache (the access
@@ -23,13 +23,17 @@ from gateway.observe.counters import Stats
 from gateway.observe.prometheus import render_prometheus
 from gateway.observe.recorder import Recorder
 from gateway.web.accesslog import body_bytes
-from gateway.web.keys import ANSWER_LAYER, PARTS
+from gateway.web.keys import ANSWER_LAYER, IMAGE_KEY, PARTS, ROUTE
 
 _UNMATCHED = "unmatched"
 
 
 def _route(request: web.BaseRequest) -> str:
-    """The route's pattern (``/images/{image_id}``): bounded label values."""
+    """The route's pattern (``/images/{image_id}``): bounded label values. Under
+    /images/ the handler names it (web/paths.py): one aiohttp route serves three."""
+    named: str | None = request.get(ROUTE)
+    if named is not None:
+        return named
     match_info = getattr(request, "match_info", None)
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else _UNMATCHED
@@ -74,7 +78,7 @@ def observe(recorder: Recorder, stats: Stats) -> Middleware:
                                         and _is_image_route(route)):
             size = body_bytes(request, response)
             stats.bytes_served += size
-            recorder.answer(layer.value, elapsed, size, request.match_info.get("image_id"))
+            recorder.answer(layer.value, elapsed, size, request.get(IMAGE_KEY))
         return response
 
     return observing

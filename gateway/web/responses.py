@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-from gateway.model import Blob, Served
+from gateway.config import HttpConfig
+from gateway.model import Blob, Layer, Served
 from gateway.web.conditional import is_not_modified
 from gateway.web.keys import ANSWER_LAYER
 
@@ -46,6 +47,25 @@ def _entity_headers(etag: str, last_modified: int, content_type: str, layer: str
     full = headers.copy()
     full["Content-Type"] = content_type
     return headers, full
+
+
+def answer_cache_control(layer: Layer, http: HttpConfig, usual: str) -> str:
+    """The Cache-Control of an image answer: ``usual`` (the route's), unless the answer
+    is the fallback (the image may appear any moment) or a stale copy (the origin
+    failed; a fresh one should replace it soon)."""
+    if layer is Layer.FALLBACK:
+        return http.fallback_cache_control
+    if layer is Layer.STALE:
+        return http.stale_cache_control
+    return usual
+
+
+async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer, whoever made it (a handler, the router, a
+    middleware), names no framework version and forbids sniffing."""
+    headers = response.headers
+    headers["Server"] = SERVER  # aiohttp has set its own by now
+    headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 def image_response(request: web.Request, served: Served, cache_control: str,

@@ -1,15 +1,16 @@
-"""HTTP side of variants: ``GET /images/{id}?w=&h=&fit=&format=&q=`` and uploads
-(``PUT /admin/images/{id}``). See docs/variants.md."""
+"""HTTP side of variants: ``GET /images/{key}?w=&h=&fit=&format=&q=`` and uploads
+(``PUT /admin/images/{key}``). See docs/variants.md."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from gateway.errors import BadRequest, UploadsUnsupported
-from gateway.model import Layer, Served, digest_of, etag_for, validate_image_id
+from gateway.model import Served, digest_of, etag_for
 from gateway.variants.spec import VariantSpec, wants_variant
 from gateway.web.keys import PARTS
-from gateway.web.responses import image_response
+from gateway.web.paths import admin_key
+from gateway.web.responses import answer_cache_control, image_response
 
 
 def variant_spec(request: web.Request) -> VariantSpec | None:
@@ -22,7 +23,8 @@ def variant_spec(request: web.Request) -> VariantSpec | None:
 
 async def variant_image(request: web.Request, image_id: str | None, spec: VariantSpec, *,
                         user: bool = False) -> web.StreamResponse:
-    """Answer with the variant of ``image_id`` (None: an unknown user -> the fallback)."""
+    """Answer with the variant of the object ``image_id`` (None: an unknown user -> the
+    fallback)."""
     variants = request.app[PARTS].variants
     service = request.app[PARTS].service
     vary = None if spec.negotiated else "Accept"
@@ -36,19 +38,18 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
     else:
         served = await variants.get(image_id, spec)
     config = request.app[PARTS].config
-    if served.layer is Layer.FALLBACK:
-        cache_control = config.http.fallback_cache_control
-    else:
-        cache_control = config.http.user_cache_control if user else config.http.cache_control
+    cache_control = answer_cache_control(
+        served.layer, config.http,
+        config.http.user_cache_control if user else config.http.cache_control)
     return image_response(request, served, cache_control, config.server.send_timeout,
                           vary=vary)
 
 
 async def upload_image(request: web.Request) -> web.Response:
-    """PUT /admin/images/{image_id}: the body is the picture. It must be an image by
+    """PUT /admin/images/{key}: the body is the picture. It must be an image by
     its bytes; it is stored as ``transform.upload_size`` square (cover crop),
     metadata stripped, then every cached copy and variant is purged everywhere."""
-    image_id = validate_image_id(request.match_info["image_id"])
+    image_id = admin_key(request)
     uploader = request.config_dict[PARTS].uploader
     if uploader is None:
         raise UploadsUnsupported()

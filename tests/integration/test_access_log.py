@@ -10,6 +10,7 @@ import re
 
 import pytest
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from gateway.config import ASSETS
 from gateway.web.accesslog import ACCESS_LOGGER, access_log_settings, setup_access_log_output
@@ -95,7 +96,7 @@ async def test_bytes_are_body_bytes(start, caplog):
     assert disk.headers["X-Cache"] == "HIT-DISK"
     await get(client, "/images/default_pfp.png", method="HEAD")
     await get(client, "/images/default_pfp.png", **{"If-None-Match": first.headers["ETag"]})
-    await get(client, "/images/..bad")
+    await get(client, "/images/a//bad")
     records = [json.loads(line) for line in await lines(caplog, 5)]
     assert [(r["status"], r["layer"], r["bytes"]) for r in records] == [
         (200, "MISS", len(PFP)), (200, "HIT-DISK", len(PFP)), (200, "HIT-DISK", 0),
@@ -117,6 +118,30 @@ async def test_classic_format(start, caplog):
     assert match, line
     assert int(match.group(1)) == len(PFP)
     assert float(match.group(2)) > 0
+
+
+# An existing key with what a log line must survive: unicode, a space, quotes, '%2F'.
+ODD = "/images/%E6%97%A5%20%22q%22%27%5C/user%2F42.png?cb=%22"
+
+
+async def test_json_line_of_an_odd_key_is_the_target_as_sent(start, caplog, origin_dir):
+    (origin_dir / '日 "q"\'\\').mkdir()
+    (origin_dir / '日 "q"\'\\' / "user").mkdir()
+    (origin_dir / '日 "q"\'\\' / "user" / "42.png").write_bytes(PFP)
+    client = await start()
+    resp = await get(client, URL(ODD, encoded=True))
+    assert (resp.status, resp.headers["X-Cache"]) == (200, "MISS")
+    line = (await lines(caplog, 1))[0]
+    assert "\n" not in line
+    assert json.loads(line)["path"] == ODD  # not decoded: %2F stays apart from '/'
+
+
+async def test_classic_line_of_an_odd_key(start, caplog):
+    client = await start(server={"access_log": True, "access_log_format": "classic"})
+    await get(client, URL(ODD, encoded=True))
+    line = (await lines(caplog, 1))[0]
+    assert "\n" not in line
+    assert f'"GET {ODD} HTTP/1.1" 200 ' in line  # FALLBACK: nothing of that name here
 
 
 async def test_access_log_off(aiohttp_client, gateway_config, caplog):

@@ -122,3 +122,30 @@ async def test_clear_all_caches_from_the_page(gateway, tmp_path):
         async with http.get(f"{base}/images/b.png") as resp:
             assert resp.headers["X-Cache"] == "MISS"
         assert browser.problems() == []
+
+
+async def test_purge_of_a_nested_key_from_the_page(gateway, origin_dir, make_image, tmp_path):
+    # The page sends the key as one encoded segment (encodeURIComponent: '/' is %2F),
+    # which the admin route reads back as the same key.
+    (origin_dir / "nested").mkdir()
+    (origin_dir / "nested" / "a b+.png").write_bytes(make_image(seed=9, size=(48, 48)))
+    base = f"http://127.0.0.1:{gateway.port}"
+    url = f"{base}/images/nested/a%20b%2B.png"
+    async with aiohttp.ClientSession() as http, Browser(tmp_path / "browser") as browser:
+
+        async def layer() -> str:
+            async with http.get(url) as resp:
+                await resp.read()
+                assert resp.status == 200
+                return resp.headers["X-Cache"]
+
+        assert [await layer(), await layer()] == ["MISS", "HIT-MEMORY"]
+        await browser.goto(f"{base}/admin/dashboard")
+        await browser.evaluate(f"sessionStorage.setItem('image-gateway-admin-token', "
+                               f"'{TOKEN}')")
+        await browser.reload()
+        await browser.wait_for("document.getElementById('login').classList.contains('hidden')")
+        await browser.type_into("#purge-id", "nested/a b+.png")
+        await browser.click("#purge-button")
+        await browser.wait_for("document.body.dataset.lastPurge === 'nested/a b+.png'")
+        assert await layer() == "MISS"

@@ -219,12 +219,13 @@ def _admin_stats(url: str) -> dict:
                            {"Authorization": f"Bearer {TOKEN}"})[1])
 
 
-async def test_two_workers_add_up(spawn_gateway):
-    await asyncio.to_thread(_two_workers_add_up, spawn_gateway)
+async def test_two_workers_add_up(spawn_gateway, redis_url):
+    await asyncio.to_thread(_two_workers_add_up, spawn_gateway, redis_url)
 
 
-def _two_workers_add_up(spawn_gateway) -> None:
+def _two_workers_add_up(spawn_gateway, redis_url: str) -> None:
     gw = spawn_gateway({"GATEWAY_SERVER_WORKERS": "2", "GATEWAY_ADMIN_TOKEN": TOKEN,
+                        "GATEWAY_REDIS_URL": redis_url, "GATEWAY_CLUSTER_SECRET": "s" * 32,
                         "GATEWAY_SERVER_ACCESS_LOG": "false"})
     (gw.dir / "origin" / "p.png").write_bytes(PFP)
     # both workers up and publishing

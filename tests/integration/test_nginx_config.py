@@ -31,7 +31,7 @@ from tests.support.nginx import (
 )
 
 LAST_MODIFIED = "Wed, 01 Jan 2025 00:00:00 GMT"
-CACHE_CONTROL = "public, max-age=2700"
+CACHE_CONTROL = "max-age=2700, stale-while-revalidate=3600, stale-if-error=604800"
 
 
 @pytest.fixture(scope="module")

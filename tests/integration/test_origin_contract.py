@@ -16,7 +16,7 @@ from aiobotocore.session import get_session
 from gateway.config import IMAGE_TYPES
 from gateway.errors import NotFound, TooLarge, UnsupportedMedia
 from gateway.observe.counters import Stats
-from gateway.origin import Fetched, NotModified, Origin
+from gateway.origin import Fetched, NotModified, Origin, Uploadable
 from gateway.origin.local import LocalOrigin
 from gateway.origin.presign import MemoryUrlStore
 from gateway.origin.s3 import S3Origin
@@ -30,7 +30,9 @@ Put = Callable[[str, bytes], None]
 @contextlib.asynccontextmanager
 async def local_origin(tmp_path: Path, _: Any) -> AsyncIterator[tuple[Origin, Put]]:
     def put(name: str, body: bytes) -> None:
-        (tmp_path / name).write_bytes(body)
+        path = tmp_path.joinpath(*name.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
 
     yield LocalOrigin(tmp_path, max_bytes=MAX_BYTES, allowed_types=ALLOWED), put
 
@@ -85,23 +87,31 @@ async def test_missing_object_is_not_found(origin):
     with pytest.raises(NotFound):
         await source.fetch("missing.png")
     with pytest.raises(NotFound):
-        await source.head("missing.png")
+        await source.probe("missing.png")
 
 
-async def test_head_gives_size_and_validator(origin):
+async def test_probe_gives_size_and_validator(origin):
     source, put = origin
     body = noise_png(4)
     put("c.png", body)
-    info = await source.head("c.png")
+    info = await source.probe("c.png")
     assert info.size == len(body)
     assert info.origin_etag
+    fetched = await source.fetch("c.png")
+    assert isinstance(fetched, Fetched)
+    assert (info.origin_etag, info.last_modified) == (fetched.origin_etag,
+                                                     fetched.last_modified)
 
 
-async def test_non_image_bytes_refused(origin):
+@pytest.mark.parametrize("body", [b"<html><body>not a picture</body></html>",
+                                  b"\x89PNG", b""])
+async def test_non_image_bytes_refused(origin, body):
     source, put = origin
-    put("page.png", b"<html><body>not a picture</body></html>")
+    put("page.png", body)
     with pytest.raises(UnsupportedMedia):
         await source.fetch("page.png")
+    with pytest.raises(UnsupportedMedia):
+        await source.probe("page.png")
 
 
 async def test_object_over_max_bytes_refused(origin):
@@ -109,6 +119,37 @@ async def test_object_over_max_bytes_refused(origin):
     put("big.png", noise_png(5, size=(100, 100)))  # ~30 KB of noise
     with pytest.raises(TooLarge):
         await source.fetch("big.png")
+    with pytest.raises(TooLarge):
+        await source.probe("big.png")
+
+
+async def test_object_at_max_bytes_passes_the_probe(origin):
+    source, put = origin
+    body = noise_png(6, size=(80, 80))
+    body += b"\0" * (MAX_BYTES - len(body))  # trailing bytes after IEND: still a PNG
+    put("edge.png", body)
+    assert (await source.probe("edge.png")).size == MAX_BYTES
+
+
+@pytest.mark.parametrize("key", ["a/b/c.png", "sp ace/+%=?#&!'()*$^|.png", "日本/Кир/עב.png",
+                                 "a..b/.../x.png", "user:1/url"])
+async def test_nested_and_odd_keys(origin, key):
+    source, put = origin
+    put(key, noise_png(6))
+    put(key.rsplit("/", 1)[0] + "/other.png", noise_png(7))
+    fetched = await source.fetch(key)
+    assert isinstance(fetched, Fetched) and fetched.body == noise_png(6)
+    assert (await source.probe(key)).size == len(noise_png(6))
+    with pytest.raises(NotFound):
+        await source.fetch(key.upper() + "x")
+
+
+async def test_store_then_fetch_a_nested_key(origin):
+    source, _ = origin
+    assert isinstance(source, Uploadable)
+    await source.store("up/日本 a+b.png", noise_png(8), "image/png")
+    fetched = await source.fetch("up/日本 a+b.png")
+    assert isinstance(fetched, Fetched) and fetched.body == noise_png(8)
 
 
 async def test_ping(origin):

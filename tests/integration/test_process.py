@@ -14,11 +14,13 @@ from tests.support.images import noise_png, sha
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_sigterm_drains_in_flight_requests_and_exits_0(spawn_gateway, s3, s3_proxy,
-                                                             workers):
+                                                             redis_url, workers):
     body = noise_png(7)
     s3.put("slow.png", body)
+    several = ({"GATEWAY_REDIS_URL": redis_url, "GATEWAY_CLUSTER_SECRET": "s" * 32}
+               if workers != "1" else {})  # more than one worker needs Redis
     gateway = spawn_gateway({**s3.env(s3_proxy.url), "GATEWAY_SERVER_WORKERS": workers,
-                             "GATEWAY_ORIGIN_READ_TIMEOUT": "5"})
+                             **several, "GATEWAY_ORIGIN_READ_TIMEOUT": "5"})
     s3_proxy.delay_first_byte(1.5, match="slow.png")
     async with aiohttp.ClientSession() as session:
         async def get():
@@ -35,9 +37,10 @@ async def test_sigterm_drains_in_flight_requests_and_exits_0(spawn_gateway, s3, 
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_while_a_worker_still_starts_exits_0(spawn_gateway):
+def test_sigterm_while_a_worker_still_starts_exits_0(spawn_gateway, redis_url):
     """Ready means one worker answers; the other may still be loading when SIGTERM comes
     (a deploy rolled back at once). It held no request: a clean stop, exit 0."""
     for _ in range(3):
-        gateway = spawn_gateway({"GATEWAY_SERVER_WORKERS": "2"})
+        gateway = spawn_gateway({"GATEWAY_SERVER_WORKERS": "2", "GATEWAY_REDIS_URL": redis_url,
+                                 "GATEWAY_CLUSTER_SECRET": "s" * 32})
         assert gateway.terminate() == 0, gateway.stderr_text()

@@ -90,7 +90,7 @@ async def test_missing_object_serves_fallback(client, s3_proxy):
     resp = await client.get("/images/missing.png")
     assert resp.status == 200
     assert resp.headers["X-Cache"] == "FALLBACK"
-    assert resp.headers["Cache-Control"] == "public, max-age=60"
+    assert resp.headers["Cache-Control"] == "max-age=60"
 
 
 async def test_bad_id_touches_nothing(client, s3_proxy):

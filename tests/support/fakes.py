@@ -142,7 +142,7 @@ class FakeOrigin:
             return NOT_MODIFIED
         return found
 
-    async def head(self, image_id: str) -> ObjectInfo:
+    async def probe(self, image_id: str) -> ObjectInfo:
         found = self.objects.get(image_id)
         if found is None:
             raise NotFound()

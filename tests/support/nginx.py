@@ -1,10 +1,18 @@
 """Real nginx for tests: render deploy/nginx.conf for a temp dir, check it, run it.
 
 ``render_nginx_conf`` rewrites only what a deployment substitutes (the ``# DEPLOY``
-lines of deploy/nginx.conf): listen port, upstream servers, pid, logs, the
-micro-cache directory, plus nginx's temp directories and the worker user. Every
-rewrite must find its line: if deploy/nginx.conf changes shape, rendering fails
-with a message naming the line instead of silently testing something else.
+lines of deploy/nginx.conf): listen ports, certificate paths, upstream servers,
+pid, logs, the micro-cache directory, plus nginx's temp directories and the worker
+user. Every rewrite must find its line: if deploy/nginx.conf changes shape,
+rendering fails with a message naming the line instead of silently testing
+something else.
+
+The shipped file has two servers: plain HTTP (a redirect, and /healthz) and
+HTTPS + HTTP/2, where every rule lives. With ``tls=TlsFiles(cert, key)`` both
+are kept (plain on ``listen_port``, TLS on ``tls_port``: the file as deployed).
+Without, the rules are tested over plain HTTP: the redirect server is dropped
+and the TLS server listens on ``listen_port`` without ``ssl``/``http2`` and its
+``ssl_*`` lines; every location stays as shipped.
 
     from tests.support import free_port
 
@@ -25,6 +33,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -80,6 +89,50 @@ def _keep(group: int, tail: str) -> Callable[[re.Match[str]], str]:
     return lambda m: m.group(group) + tail
 
 
+def _address(address: str) -> Callable[[re.Match[str]], str]:
+    """Replacement: group 1, ``address`` (literal), group 2 (what followed the port)."""
+    return lambda m: m.group(1) + address + m.group(2)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A certificate chain and its key (PEM files) for the TLS server."""
+
+    cert: Path
+    key: Path
+
+
+def make_self_signed(dir_: str | os.PathLike[str], name: str = "localhost") -> TlsFiles:
+    """A throwaway self-signed pair for ``name`` (and 127.0.0.1), made by openssl."""
+    out = Path(dir_).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    pair = TlsFiles(cert=out / "tls.crt", key=out / "tls.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1",
+         "-keyout", str(pair.key), "-out", str(pair.cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return pair
+
+
+def _drop_server(text: str, listen: str) -> str:
+    """``text`` without the top-level ``server { ... }`` block that listens on ``listen``."""
+    line = re.search(rf"^\s*listen\s+{re.escape(listen)}[\s;]", text, flags=re.MULTILINE)
+    if line is None:
+        raise ValueError(f"nginx.conf: expected a server listening on {listen}")
+    start = text.rfind("    server {", 0, line.start())
+    if start < 0:
+        raise ValueError(f"nginx.conf: no `server {{` before the listen line {listen}")
+    depth, i = 0, text.index("{", start)
+    while True:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            break
+        i += 1
+    return text[:start] + text[i + 1:].lstrip("\n")
+
+
 def render_nginx_conf(
     src_text: str,
     *,
@@ -89,6 +142,8 @@ def render_nginx_conf(
     listen_host: str = "127.0.0.1",
     micro_cache: bool = True,
     worker_processes: int = 2,
+    tls: TlsFiles | None = None,
+    tls_port: int | None = None,
 ) -> str:
     """deploy/nginx.conf with every deployment address pointed at ``tmp_dir``.
 
@@ -96,6 +151,7 @@ def render_nginx_conf(
     ``upstream image_gateway`` and keep the first line's parameters (max_fails...).
     ``micro_cache=False`` turns the edge cache off (``proxy_cache off;``) so that
     every request reaches a gateway and its own ``X-Cache`` is seen as it is.
+    ``tls`` (with ``tls_port``) keeps both servers, see the module's docstring.
     """
     if not upstreams:
         raise ValueError("render_nginx_conf: at least one upstream is needed")
@@ -120,8 +176,24 @@ def render_nginx_conf(
     text = _sub(r"^(\s*proxy_cache_path\s+)[^\s;]+", _keep(1, _q(tmp / "proxy_cache")), text,
                 what="`proxy_cache_path` line")
     host = f"[{listen_host}]" if ":" in listen_host else listen_host
-    text = _sub(r"^(\s*listen\s+)[^\s;]+", _keep(1, f"{host}:{int(listen_port)}"), text,
-                what="`listen` line")
+    text = _sub(r"^(\s*listen\s+)80(\s)", _address(f"{host}:{int(listen_port)}"), text,
+                what="`listen 80` line")
+    if tls is None:
+        text = _drop_server(text, f"{host}:{int(listen_port)}")
+        text = _sub(r"^(\s*listen\s+)443\s+ssl\s+http2(\s)",
+                    _address(f"{host}:{int(listen_port)}"), text,
+                    what="`listen 443 ssl http2` line")
+        text = _sub(r"^\s*ssl_[a-z_]+\s[^;]*;.*\n", "", text, what="`ssl_*` lines",
+                    count=None)
+    else:
+        if tls_port is None:
+            raise ValueError("render_nginx_conf: tls needs a tls_port")
+        text = _sub(r"^(\s*listen\s+)443(\s)", _address(f"{host}:{int(tls_port)}"), text,
+                    what="`listen 443` line")
+        text = _sub(r"^(\s*ssl_certificate\s+)[^\s;]+", _keep(1, _q(tls.cert)), text,
+                    what="`ssl_certificate` line")
+        text = _sub(r"^(\s*ssl_certificate_key\s+)[^\s;]+", _keep(1, _q(tls.key)), text,
+                    what="`ssl_certificate_key` line")
     if not micro_cache:
         text = _sub(r"^(\s*)proxy_cache\s+img_micro\s*;", _keep(1, "proxy_cache off;"), text,
                     what="`proxy_cache img_micro;` line", count=None)
@@ -180,15 +252,27 @@ def _write_conf(conf_text: str, tmp: Path, name: str) -> Path:
     return conf_path
 
 
+_LISTEN = re.compile(r"^\s*listen\s+(?:(\[[^\]]+\]|[^\s:;]+):)?(\d+)\b([^;]*);",
+                     flags=re.MULTILINE)
+
+
 def _listen_address(conf_text: str) -> tuple[str, int]:
-    match = re.search(r"^\s*listen\s+(?:(\[[^\]]+\]|[^\s:;]+):)?(\d+)\b", conf_text,
-                      flags=re.MULTILINE)
+    """The first listen line's address (the plain HTTP one)."""
+    match = _LISTEN.search(conf_text)
     if match is None:
         raise ValueError("nginx.conf: no `listen PORT` / `listen HOST:PORT` line")
     host = match.group(1) or "127.0.0.1"
     if host in ("0.0.0.0", "*"):
         host = "127.0.0.1"
     return host.strip("[]"), int(match.group(2))
+
+
+def _tls_port(conf_text: str) -> int | None:
+    """The port of the first ``listen ... ssl`` line, if any."""
+    for match in _LISTEN.finditer(conf_text):
+        if "ssl" in match.group(3).split():
+            return int(match.group(2))
+    return None
 
 
 class NginxServer:
@@ -204,6 +288,7 @@ class NginxServer:
         self.conf_text = conf_text
         self.tmp_dir = Path(tmp_dir).resolve()
         self.host, self.port = _listen_address(conf_text)
+        self.tls_port = _tls_port(conf_text)
         self.conf_path = self.tmp_dir / "nginx.conf"
         self.output_path = self.tmp_dir / "nginx.out"
         self.process: subprocess.Popen[bytes] | None = None
@@ -212,6 +297,13 @@ class NginxServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def https_url(self) -> str:
+        if self.tls_port is None:
+            raise RuntimeError("this nginx.conf was rendered without TLS")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.tls_port}"
 
     def start(self, timeout: float = 10.0) -> NginxServer:
         if self.process is not None:

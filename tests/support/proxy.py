@@ -62,6 +62,7 @@ class Seen:
     path: str  # percent-decoded, without the query
     query: str
     headers: tuple[tuple[str, str], ...]
+    target: str = ""  # the request target exactly as received (path and query)
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -288,7 +289,8 @@ class FaultProxy:
                                                      str | None, float]:
         """Record the request and pick the faults that apply to it."""
         with self._lock:
-            self._seen.append(Seen(req.method, req.path, req.query, tuple(req.headers)))
+            self._seen.append(Seen(req.method, req.path, req.query, tuple(req.headers),
+                                  req.target))
             self._counts[(req.method, req.path)] += 1
             f = self._faults
             fail = None

@@ -191,6 +191,14 @@ def test_check_config_as_a_process() -> None:
     assert bad.stderr.startswith("image-gateway: config error: server.workers: 0")
 
 
+def test_several_workers_without_redis_refuse_to_start() -> None:
+    refused = run_gateway(env={"GATEWAY_SERVER_WORKERS": "2"})
+    assert refused.returncode == 2
+    assert refused.stderr == ("image-gateway: config error: server.workers: 2 needs "
+                              "redis.url: without Redis a purge or alias change reaches "
+                              "only the worker that took it\n")
+
+
 def test_the_flag_does_not_go_with_another_command(
         capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

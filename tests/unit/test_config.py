@@ -51,6 +51,19 @@ def test_every_setting_has_a_comment() -> None:
             assert lines[i - 1].lstrip().startswith("#"), f"no comment above: {line}"
 
 
+def test_default_cache_control_promises_what_the_gateway_does() -> None:
+    """Browsers and CDNs may serve their copy while revalidating, and while the gateway
+    fails, exactly as long as the gateway itself does; 'public' is not needed."""
+    config = Config()
+    directives = dict(part.strip().partition("=")[::2]
+                      for part in config.http.cache_control.split(","))
+    assert directives == {"max-age": "2700",
+                          "stale-while-revalidate": str(int(config.fetch.refresh_ahead)),
+                          "stale-if-error": str(config.disk.max_stale)}
+    for name in ("fallback_cache_control", "user_cache_control", "stale_cache_control"):
+        assert "public" not in getattr(config.http, name), name
+
+
 def test_secrets_in_the_shipped_file_are_empty() -> None:
     data = tomllib.loads(CONFIG_FILE.read_text())
     assert data["s3"]["access_key_id"] == ""
@@ -71,6 +84,8 @@ def test_environment_wins_over_the_file() -> None:
     config = load(CONFIG_FILE, environ={
         "GATEWAY_MEMORY_MAX_BYTES": "64MiB",
         "GATEWAY_SERVER_WORKERS": "4",
+        "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",  # more than one worker needs it
+        "GATEWAY_CLUSTER_SECRET": "c" * 32,  # and Redis this
         "GATEWAY_ORIGIN_KIND": "s3",
         "GATEWAY_DISK_ENABLED": "false",
         "GATEWAY_PRESIGN_EXPIRES": "7200",
@@ -87,7 +102,9 @@ def test_environment_wins_over_the_file() -> None:
 
 
 def test_environment_wins_over_a_custom_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "[server]\nport = 9000\nworkers = 2\n")
+    path = write(tmp_path, "[server]\nport = 9000\nworkers = 2\n"
+                           "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n"
+                           f"[cluster]\nsecret = \"{'c' * 32}\"\n")
     config = load(path, environ={"GATEWAY_SERVER_PORT": "9100"})
     assert (config.server.port, config.server.workers) == (9100, 2)
 
@@ -150,6 +167,15 @@ def test_cache_ttl_must_be_below_expires_in_the_file(tmp_path: Path) -> None:
     message = error_for(text="[presign]\nexpires = 600\ncache_ttl = 600\n", tmp_path=tmp_path)
     assert message.startswith("presign.cache_ttl: 600")
     assert "presign.expires" in message
+
+
+def test_several_workers_need_redis() -> None:
+    message = error_for({"GATEWAY_SERVER_WORKERS": "2"})
+    assert message == ("server.workers: 2 needs redis.url: without Redis a purge or alias "
+                       "change reaches only the worker that took it")
+    assert load(None, environ={"GATEWAY_SERVER_WORKERS": "2",
+                               "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+                               "GATEWAY_CLUSTER_SECRET": "c" * 32}).server.workers == 2
 
 
 def test_redis_url_must_be_redis_and_is_not_echoed() -> None:

@@ -81,8 +81,8 @@ async def cache(make_cache: MakeCache) -> DiskCache:
 # -- layout ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["abc.png/0/", "abc.png/3/w64", "../../etc/passwd/0/",
-                                 "/etc/passwd", "a\x00b/0/", "..", "ünï/0/"])
+@pytest.mark.parametrize("key", ["0::abc.png", "3:w64:abc.png", "../../etc/passwd/0/",
+                                 "/etc/passwd", "0::a\x00b", "..", "0::ünï"])
 async def test_file_path_is_the_sharded_hash_of_the_key(cache: DiskCache, tmp_path: Path,
                                                         key: str) -> None:
     await cache.put(key, blob(b"pixels"))
@@ -95,13 +95,13 @@ async def test_file_path_is_the_sharded_hash_of_the_key(cache: DiskCache, tmp_pa
 
 async def test_file_format_is_header_json_body(cache: DiskCache) -> None:
     stored = blob(b"the body")
-    await cache.put("a.png/0/", stored)
-    raw = cache.path_for("a.png/0/").read_bytes()
+    await cache.put("0::a.png", stored)
+    raw = cache.path_for("0::a.png").read_bytes()
     magic, version, _reserved, meta_len, crc = struct.unpack(">4sHHII", raw[:HEADER_SIZE])
     assert (magic, version) == (MAGIC, 1)
     block = raw[HEADER_SIZE:HEADER_SIZE + meta_len]
     assert zlib.crc32(block) == crc
-    assert b'"key":"a.png/0/"' in block and b'"origin_etag":"\\"o1\\""' in block
+    assert b'"key":"0::a.png"' in block and b'"origin_etag":"\\"o1\\""' in block
     assert raw[HEADER_SIZE + meta_len:] == b"the body"
 
 
@@ -185,11 +185,11 @@ async def test_damaged_file_is_dropped_not_served(cache: DiskCache,
                                                   damage: Callable[[Path], None],
                                                   size: int) -> None:
     body = bytes(range(256)) * (size // 256) + b"tail"
-    await cache.put("a.png/0/", blob(body))
-    path = cache.path_for("a.png/0/")
+    await cache.put("0::a.png", blob(body))
+    path = cache.path_for("0::a.png")
     damage(path)
     with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
-        assert await cache.get("a.png/0/") is None
+        assert await cache.get("0::a.png") is None
     assert not path.exists()
     assert cache.counters.corrupt_dropped == 1
     assert cache.entry_count == 0 and cache.size_bytes == 0
@@ -197,24 +197,24 @@ async def test_damaged_file_is_dropped_not_served(cache: DiskCache,
 
 
 async def test_file_of_another_key_is_dropped(cache: DiskCache) -> None:
-    await cache.put("b.png/0/", blob(b"b's bytes"))
-    wrong = cache.path_for("a.png/0/")
+    await cache.put("0::b.png", blob(b"b's bytes"))
+    wrong = cache.path_for("0::a.png")
     wrong.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cache.path_for("b.png/0/"), wrong)  # what a hash collision would look like
-    assert await cache.get("a.png/0/") is None
+    shutil.copyfile(cache.path_for("0::b.png"), wrong)  # what a hash collision would look like
+    assert await cache.get("0::a.png") is None
     assert not wrong.exists()
     assert cache.counters.corrupt_dropped == 1
-    assert await cache.get("b.png/0/") == blob(b"b's bytes")
+    assert await cache.get("0::b.png") == blob(b"b's bytes")
 
 
 async def test_newer_format_version_is_a_miss_but_kept(cache: DiskCache) -> None:
     """During a rolling upgrade an old replica must not destroy the new one's files."""
-    await cache.put("a.png/0/", blob(b"pixels"))
-    path = cache.path_for("a.png/0/")
+    await cache.put("0::a.png", blob(b"pixels"))
+    path = cache.path_for("0::a.png")
     raw = bytearray(path.read_bytes())
     raw[4:6] = b"\x00\x02"
     path.write_bytes(bytes(raw))
-    assert await cache.get("a.png/0/") is None
+    assert await cache.get("0::a.png") is None
     assert path.exists()
     assert cache.counters.corrupt_dropped == 0
 
@@ -223,10 +223,10 @@ async def test_newer_format_version_is_a_miss_but_kept(cache: DiskCache) -> None
 
 
 async def test_inline_limit_decides_blob_or_file(cache: DiskCache) -> None:
-    await cache.put("small/0/", blob(bytes(INLINE)))
-    await cache.put("large/0/", blob(bytes(INLINE + 1)))
-    small = await cache.get("small/0/")
-    large = await cache.get("large/0/")
+    await cache.put("0::small", blob(bytes(INLINE)))
+    await cache.put("0::large", blob(bytes(INLINE + 1)))
+    small = await cache.get("0::small")
+    large = await cache.get("0::large")
     assert type(small) is Blob
     assert isinstance(large, FileBlob)
     large.file.close()
@@ -235,15 +235,15 @@ async def test_inline_limit_decides_blob_or_file(cache: DiskCache) -> None:
 async def test_file_blob_serves_the_verified_bytes_even_after_replacement(
         cache: DiskCache) -> None:
     old = os.urandom(300_000)
-    await cache.put("a.png/0/", blob(old))
-    got = await cache.get("a.png/0/")
+    await cache.put("0::a.png", blob(old))
+    got = await cache.get("0::a.png")
     assert isinstance(got, FileBlob)
     try:
         assert got.meta == blob(old).meta
         assert got.file.tell() == got.offset
-        await cache.put("a.png/0/", blob(os.urandom(300_000)))  # replaced on disk
-        await cache.delete("a.png/0/")  # and then removed
-        assert not cache.path_for("a.png/0/").exists()
+        await cache.put("0::a.png", blob(os.urandom(300_000)))  # replaced on disk
+        await cache.delete("0::a.png")  # and then removed
+        assert not cache.path_for("0::a.png").exists()
         assert os.pread(got.file.fileno(), got.meta.size, got.offset) == old
         assert got.file.read() == old
     finally:
@@ -251,10 +251,10 @@ async def test_file_blob_serves_the_verified_bytes_even_after_replacement(
 
 
 async def test_cancelled_get_does_not_leak_the_file(cache: DiskCache) -> None:
-    await cache.put("a.png/0/", blob(os.urandom(50_000)))
+    await cache.put("0::a.png", blob(os.urandom(50_000)))
     fds = len(os.listdir("/proc/self/fd"))
     for _ in range(20):
-        task = asyncio.create_task(cache.get("a.png/0/"))
+        task = asyncio.create_task(cache.get("0::a.png"))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -270,10 +270,10 @@ async def test_cancelled_get_does_not_leak_the_file(cache: DiskCache) -> None:
 async def test_entry_past_max_stale_is_deleted_from_disk(make_cache: MakeCache) -> None:
     clock = FakeClock()
     cache = await make_cache(clock=clock)
-    await cache.put("a.png/0/", blob(b"x"))
+    await cache.put("0::a.png", blob(b"x"))
     clock.now = T0 + TTL + MAX_STALE + 0.5
-    assert await cache.get("a.png/0/") is None
-    assert not cache.path_for("a.png/0/").exists()
+    assert await cache.get("0::a.png") is None
+    assert not cache.path_for("0::a.png").exists()
     assert cache.counters.corrupt_dropped == 0
 
 
@@ -284,7 +284,7 @@ async def test_put_leaves_no_temp_file_and_bound_holds_on_disk(make_cache: MakeC
                                                                tmp_path: Path) -> None:
     cache = await make_cache(max_bytes=50_000)
     for i in range(40):
-        await cache.put(f"img{i}.png/0/", blob(os.urandom(1000 + 300 * i % 9000)))
+        await cache.put(f"0::img{i}.png", blob(os.urandom(1000 + 300 * i % 9000)))
         on_disk = sum(p.stat().st_size for p in files_under(tmp_path))
         assert on_disk == cache.size_bytes <= 50_000
     assert temps_under(tmp_path) == []
@@ -293,7 +293,7 @@ async def test_put_leaves_no_temp_file_and_bound_holds_on_disk(make_cache: MakeC
 
 async def test_write_error_where_a_file_blocks_the_shard(cache: DiskCache, tmp_path: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    key = "a.png/0/"
+    key = "0::a.png"
     h = key_hash(key)
     (tmp_path / "cache" / h[0:2]).write_bytes(b"I am a file, not a folder")
     with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
@@ -309,7 +309,7 @@ async def test_write_error_where_a_file_blocks_the_shard(cache: DiskCache, tmp_p
 async def test_write_error_no_space(cache: DiskCache, tmp_path: Path, failing: str,
                                     monkeypatch: pytest.MonkeyPatch,
                                     caplog: pytest.LogCaptureFixture) -> None:
-    await cache.put("old.png/0/", blob(b"old"))
+    await cache.put("0::old.png", blob(b"old"))
 
     def no_space(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -320,30 +320,30 @@ async def test_write_error_no_space(cache: DiskCache, tmp_path: Path, failing: s
     else:
         monkeypatch.setattr(os, failing, no_space)
     with caplog.at_level(logging.WARNING, logger="gateway.cache.disk"):
-        await cache.put("a.png/0/", blob(b"pixels"))
-        await cache.refresh("old.png/0/", blob(b"old").meta.revalidated(T0 + 5, TTL))
+        await cache.put("0::a.png", blob(b"pixels"))
+        await cache.refresh("0::old.png", blob(b"old").meta.revalidated(T0 + 5, TTL))
     monkeypatch.undo()
     assert cache.counters.write_errors == 2
     assert len(caplog.records) == 2
     assert "No space left" in caplog.records[0].getMessage()
     assert temps_under(tmp_path) == []
-    assert await cache.get("a.png/0/") is None
-    assert await cache.get("old.png/0/") == blob(b"old")  # the old entry is untouched
+    assert await cache.get("0::a.png") is None
+    assert await cache.get("0::old.png") == blob(b"old")  # the old entry is untouched
     assert cache.entry_count == 1
 
 
 async def test_cancelled_put_still_completes_and_is_indexed(cache: DiskCache,
                                                             tmp_path: Path) -> None:
-    task = asyncio.create_task(cache.put("a.png/0/", blob(os.urandom(100_000))))
+    task = asyncio.create_task(cache.put("0::a.png", blob(os.urandom(100_000))))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await cache.close()  # waits for the write it shielded
     assert temps_under(tmp_path) == []
-    assert cache.path_for("a.png/0/").exists()
+    assert cache.path_for("0::a.png").exists()
     assert cache.entry_count == 1
-    assert cache.size_bytes == cache.path_for("a.png/0/").stat().st_size
+    assert cache.size_bytes == cache.path_for("0::a.png").stat().st_size
 
 
 async def test_all_file_io_runs_in_the_executor_one_job_per_operation(
@@ -365,13 +365,13 @@ async def test_all_file_io_runs_in_the_executor_one_job_per_operation(
     for module in FILE_OPENERS:
         monkeypatch.setattr(module, "open", spy_open, raising=False)
     monkeypatch.setattr(cache._executor, "submit", spy_submit)
-    await cache.put("a.png/0/", blob(os.urandom(5000)))
+    await cache.put("0::a.png", blob(os.urandom(5000)))
     assert len(submitted) == 1
-    got = await cache.get("a.png/0/")
+    got = await cache.get("0::a.png")
     assert isinstance(got, FileBlob)
     got.file.close()
     assert len(submitted) == 2
-    assert await cache.get("small/0/") is None
+    assert await cache.get("0::small") is None
     assert len(submitted) == 3
     assert opened_on and threading.get_ident() not in opened_on
 
@@ -381,37 +381,37 @@ async def test_all_file_io_runs_in_the_executor_one_job_per_operation(
 
 async def test_refresh_replaces_metadata_and_keeps_body(cache: DiskCache, tmp_path: Path) -> None:
     body = os.urandom(3000)
-    await cache.put("a.png/0/", blob(body))
-    inode = cache.path_for("a.png/0/").stat().st_ino
+    await cache.put("0::a.png", blob(body))
+    inode = cache.path_for("0::a.png").stat().st_ino
     new_meta = blob(body).meta.revalidated(T0 + 7200, TTL)
-    await cache.refresh("a.png/0/", new_meta)
-    got = await cache.get("a.png/0/")
+    await cache.refresh("0::a.png", new_meta)
+    got = await cache.get("0::a.png")
     assert isinstance(got, FileBlob)
     with got.file:
         assert got.meta == new_meta
         assert got.file.read() == body
-    assert cache.path_for("a.png/0/").stat().st_ino != inode  # a new file, renamed in place
+    assert cache.path_for("0::a.png").stat().st_ino != inode  # a new file, renamed in place
     assert temps_under(tmp_path) == []
     assert cache.entry_count == 1
 
 
 async def test_refresh_of_a_missing_entry_is_a_no_op(cache: DiskCache, tmp_path: Path) -> None:
-    await cache.refresh("a.png/0/", blob(b"x").meta)
+    await cache.refresh("0::a.png", blob(b"x").meta)
     assert files_under(tmp_path) == []
     assert cache.entry_count == 0
 
 
 async def test_refresh_with_other_bytes_is_ignored(cache: DiskCache) -> None:
-    await cache.put("a.png/0/", blob(b"old"))
-    await cache.refresh("a.png/0/", blob(b"new").meta)
-    assert await cache.get("a.png/0/") == blob(b"old")
+    await cache.put("0::a.png", blob(b"old"))
+    await cache.refresh("0::a.png", blob(b"new").meta)
+    assert await cache.get("0::a.png") == blob(b"old")
 
 
 async def test_refresh_of_a_corrupt_entry_drops_it(cache: DiskCache) -> None:
-    await cache.put("a.png/0/", blob(b"pixels"))
-    _flip_body_byte(cache.path_for("a.png/0/"))
-    await cache.refresh("a.png/0/", blob(b"pixels").meta.revalidated(T0 + 1, TTL))
-    assert not cache.path_for("a.png/0/").exists()
+    await cache.put("0::a.png", blob(b"pixels"))
+    _flip_body_byte(cache.path_for("0::a.png"))
+    await cache.refresh("0::a.png", blob(b"pixels").meta.revalidated(T0 + 1, TTL))
+    assert not cache.path_for("0::a.png").exists()
     assert cache.counters.corrupt_dropped == 1
 
 
@@ -450,7 +450,7 @@ async def test_start_with_zero_grace_removes_every_temp(make_cache: MakeCache,
 
 async def test_restart_is_warm(make_cache: MakeCache, tmp_path: Path) -> None:
     first = await make_cache()
-    keys = [f"img{i}.png/0/w{i}" for i in range(30)]
+    keys = [f"0:w{i}:img{i}.png" for i in range(30)]
     for key in keys:
         await first.put(key, blob(key.encode() * 10))
     size = first.size_bytes
@@ -460,42 +460,42 @@ async def test_restart_is_warm(make_cache: MakeCache, tmp_path: Path) -> None:
     assert second.entry_count == 30
     assert second.size_bytes == size == sum(p.stat().st_size for p in files_under(tmp_path))
     assert await second.purge("img3.png") == 1
-    assert await second.get("img4.png/0/w4") == blob(b"img4.png/0/w4" * 10)
+    assert await second.get("0:w4:img4.png") == blob(b"0:w4:img4.png" * 10)
 
 
 async def test_scan_orders_recency_by_mtime(make_cache: MakeCache) -> None:
     first = await make_cache()
-    keys = ["a/0/", "b/0/", "c/0/", "d/0/"]
+    keys = ["0::a", "0::b", "0::c", "0::d"]
     for key in keys:
         await first.put(key, blob(os.urandom(20_000)))
-    entry_size = first.path_for("a/0/").stat().st_size
+    entry_size = first.path_for("0::a").stat().st_size
     await first.close()
-    base = os.stat(first.path_for("a/0/")).st_mtime
+    base = os.stat(first.path_for("0::a")).st_mtime
     for age, key in zip([10, 40, 20, 30], keys, strict=True):  # oldest: b, then d, c, a
         os.utime(first.path_for(key), (base - age, base - age))
 
     second = await make_cache(max_bytes=entry_size * 4 + 100)
-    await second.put("e/0/", blob(os.urandom(20_000)))
-    assert not second.path_for("b/0/").exists()
-    await second.put("f/0/", blob(os.urandom(20_000)))
-    assert not second.path_for("d/0/").exists()
-    assert {k for k in keys if second.path_for(k).exists()} == {"a/0/", "c/0/"}
+    await second.put("0::e", blob(os.urandom(20_000)))
+    assert not second.path_for("0::b").exists()
+    await second.put("0::f", blob(os.urandom(20_000)))
+    assert not second.path_for("0::d").exists()
+    assert {k for k in keys if second.path_for(k).exists()} == {"0::a", "0::c"}
     assert second.counters.evictions == 2
 
 
 async def test_hit_refreshes_mtime_for_the_next_scan(cache: DiskCache) -> None:
-    await cache.put("a/0/", blob(b"x"))
-    path = cache.path_for("a/0/")
+    await cache.put("0::a", blob(b"x"))
+    path = cache.path_for("0::a")
     old = path.stat().st_mtime - TOUCH_INTERVAL - 10
     os.utime(path, (old, old))
-    assert await cache.get("a/0/") is not None
+    assert await cache.get("0::a") is not None
     assert path.stat().st_mtime > old + TOUCH_INTERVAL
 
 
 async def test_scan_shrinks_to_a_lowered_bound(make_cache: MakeCache) -> None:
     first = await make_cache()
     for i in range(10):
-        await first.put(f"img{i}/0/", blob(os.urandom(10_000)))
+        await first.put(f"0::img{i}", blob(os.urandom(10_000)))
     await first.close()
     second = await make_cache(max_bytes=35_000)
     assert second.entry_count == 3
@@ -506,28 +506,28 @@ async def test_scan_shrinks_to_a_lowered_bound(make_cache: MakeCache) -> None:
 
 async def test_scan_drops_corrupt_and_long_expired_files(make_cache: MakeCache) -> None:
     first = await make_cache()
-    await first.put("good/0/", blob(b"good"))
-    await first.put("bad/0/", blob(b"bad"))
-    await first.put("old/0/", blob(b"old", now=T0 - TTL - MAX_STALE - 10))
-    await first.put("moved/0/", blob(b"moved"))
+    await first.put("0::good", blob(b"good"))
+    await first.put("0::bad", blob(b"bad"))
+    await first.put("0::old", blob(b"old", now=T0 - TTL - MAX_STALE - 10))
+    await first.put("0::moved", blob(b"moved"))
     await first.close()
-    _flip_meta_byte(first.path_for("bad/0/"))
-    elsewhere = first.path_for("elsewhere/0/")
+    _flip_meta_byte(first.path_for("0::bad"))
+    elsewhere = first.path_for("0::elsewhere")
     elsewhere.parent.mkdir(parents=True, exist_ok=True)
-    first.path_for("moved/0/").rename(elsewhere)
+    first.path_for("0::moved").rename(elsewhere)
 
     second = await make_cache()
     assert second.entry_count == 1
     assert second.counters.corrupt_dropped == 2  # bad, and moved (its name is not its key's)
-    assert files_under(second.root) == [second.path_for("good/0/")]
+    assert files_under(second.root) == [second.path_for("0::good")]
 
 
 async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     first = await make_cache()
-    await first.put("a.png/0/", blob(b"a"))
-    await first.put("a.png/0/w64", blob(b"a64"))
-    await first.put("b.png/0/", blob(b"b"))
+    await first.put("0::a.png", blob(b"a"))
+    await first.put("0:w64:a.png", blob(b"a64"))
+    await first.put("0::b.png", blob(b"b"))
     await first.close()
 
     release = threading.Event()
@@ -540,28 +540,28 @@ async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
     monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
     second = await make_cache(scan=False)  # returns although the scan is blocked
     assert second.entry_count == 0
-    assert await second.get("b.png/0/") == blob(b"b")  # unscanned files are served
+    assert await second.get("0::b.png") == blob(b"b")  # unscanned files are served
     assert second.entry_count == 1
     # A purge does not wait for the scan (it runs on the request path after an
     # origin 404); files of the image that the scan has not reached are still purged.
     assert await second.purge("a.png") == 0  # no a.png file known yet
-    assert await second.get("a.png/0/") is None
-    assert not second.path_for("a.png/0/").exists()
+    assert await second.get("0::a.png") is None
+    assert not second.path_for("0::a.png").exists()
     stored_after = blob(b"a, new")
-    await second.put("a.png/1/", stored_after)  # stored after the purge: kept
+    await second.put("1::a.png", stored_after)  # stored after the purge: kept
     release.set()
     await second.wait_scanned()
-    assert await second.get("a.png/1/") == stored_after
+    assert await second.get("1::a.png") == stored_after
     await second.close()  # waits for the removals the scan started
-    assert files_under(second.root) == sorted([second.path_for("a.png/1/"),
-                                               second.path_for("b.png/0/")])
+    assert files_under(second.root) == sorted([second.path_for("1::a.png"),
+                                               second.path_for("0::b.png")])
     assert second.entry_count == 2
 
 
 async def test_entry_deleted_during_the_scan_does_not_come_back(
         make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch) -> None:
     first = await make_cache()
-    for key in ("a/0/", "b/0/", "c/0/"):
+    for key in ("0::a", "0::b", "0::c"):
         await first.put(key, blob(key.encode()))
     await first.close()
 
@@ -577,7 +577,7 @@ async def test_entry_deleted_during_the_scan_does_not_come_back(
     monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
     second = await make_cache(scan=False)
     assert await asyncio.to_thread(headers_read.wait, 10)  # the scan has seen a, b and c
-    await second.delete("a/0/")
+    await second.delete("0::a")
     release.set()
     await second.wait_scanned()
     assert second.entry_count == 2
@@ -604,13 +604,13 @@ async def test_writable(make_cache: MakeCache, tmp_path: Path) -> None:
 
 
 async def test_delete_purge_and_clear_remove_files(cache: DiskCache, tmp_path: Path) -> None:
-    for key in ["a/0/", "a/0/w1", "b/0/", "c/0/"]:
+    for key in ["0::a", "0:w1:a", "0::b", "0::c"]:
         await cache.put(key, blob(key.encode()))
     (tmp_path / "cache" / "keep-me.txt").write_bytes(b"not ours")
-    await cache.delete("c/0/")
-    assert not cache.path_for("c/0/").exists()
+    await cache.delete("0::c")
+    assert not cache.path_for("0::c").exists()
     assert await cache.purge("a") == 2
-    assert files_under(tmp_path) == sorted([cache.path_for("b/0/"),
+    assert files_under(tmp_path) == sorted([cache.path_for("0::b"),
                                             tmp_path / "cache" / "keep-me.txt"])
     await cache.clear()
     assert files_under(tmp_path) == [tmp_path / "cache" / "keep-me.txt"]
@@ -618,18 +618,18 @@ async def test_delete_purge_and_clear_remove_files(cache: DiskCache, tmp_path: P
 
 
 async def test_closed_cache_is_inert(cache: DiskCache) -> None:
-    await cache.put("a/0/", blob(b"x"))
+    await cache.put("0::a", blob(b"x"))
     await cache.close()
-    assert await cache.get("a/0/") is None
-    await cache.put("b/0/", blob(b"y"))
-    assert not cache.path_for("b/0/").exists()
+    assert await cache.get("0::a") is None
+    await cache.put("0::b", blob(b"y"))
+    assert not cache.path_for("0::b").exists()
     assert not await cache.writable()
 
 
 async def test_put_rejects_a_body_that_does_not_match_its_meta(cache: DiskCache) -> None:
     meta = blob(b"abc").meta
     with pytest.raises(ValueError, match=r"meta\.size"):
-        await cache.put("a/0/", Blob(meta, b"abcd"))
+        await cache.put("0::a", Blob(meta, b"abcd"))
 
 
 # -- concurrency --------------------------------------------------------------
@@ -645,11 +645,11 @@ async def test_concurrent_puts_and_gets_of_one_key_never_read_corrupt(make_cache
 
     async def writer(b: Blob) -> None:
         for _ in range(5):
-            await cache.put("hot.png/0/", b)
+            await cache.put("0::hot.png", b)
 
     async def reader() -> None:
         for _ in range(20):
-            got = await cache.get("hot.png/0/")
+            got = await cache.get("0::hot.png")
             if got is None:
                 continue
             if isinstance(got, FileBlob):
@@ -666,31 +666,31 @@ async def test_concurrent_puts_and_gets_of_one_key_never_read_corrupt(make_cache
     assert cache.counters.corrupt_dropped == 0
     assert cache.counters.write_errors == 0
     assert cache.entry_count == 1
-    assert cache.size_bytes == cache.path_for("hot.png/0/").stat().st_size
+    assert cache.size_bytes == cache.path_for("0::hot.png").stat().st_size
     assert temps_under(cache.root) == []
 
 
 def test_encode_header_round_trips_through_the_reader(tmp_path: Path) -> None:
     meta = blob(b"body").meta
     path = tmp_path / "f"
-    path.write_bytes(encode_header("k/0/", meta) + b"body")
+    path.write_bytes(encode_header("0::k", meta) + b"body")
     with path.open("rb") as f:
-        assert read_meta(f, path.stat().st_size)[:2] == ("k/0/", meta)
+        assert read_meta(f, path.stat().st_size)[:2] == ("0::k", meta)
 
 
 async def test_verified_file_changed_in_place_is_verified_again(make_cache: MakeCache) -> None:
     # A file is hashed once per process while unchanged; any change to it (here a
     # flipped byte written in place, which moves its mtime) is checked again.
     cache = await make_cache()
-    await cache.put("img.png/0/", blob(b"x" * 500))
-    assert await cache.get("img.png/0/") is not None  # verified and remembered
-    path = cache.path_for("img.png/0/")
+    await cache.put("0::img.png", blob(b"x" * 500))
+    assert await cache.get("0::img.png") is not None  # verified and remembered
+    path = cache.path_for("0::img.png")
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     st = path.stat()
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert await cache.get("img.png/0/") is None
+    assert await cache.get("0::img.png") is None
     assert cache.counters.corrupt_dropped == 1
 
 
@@ -727,16 +727,16 @@ async def got(cache: DiskCache, key: str) -> bytes | None:
 async def test_unchanged_file_is_hashed_once(cache: DiskCache, hashed: list[int],
                                              size: int) -> None:
     body = os.urandom(size)
-    await cache.put("a.png/0/", blob(body))
+    await cache.put("0::a.png", blob(body))
     assert hashed == []  # a write does not vouch for what is on disk
     for _ in range(3):
-        assert await got(cache, "a.png/0/") == body
+        assert await got(cache, "0::a.png") == body
     assert hashed == [size]
-    path = cache.path_for("a.png/0/")
+    path = cache.path_for("0::a.png")
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: checked again
-    assert await got(cache, "a.png/0/") == body
-    assert await got(cache, "a.png/0/") == body
+    assert await got(cache, "0::a.png") == body
+    assert await got(cache, "0::a.png") == body
     assert hashed == [size, size]
 
 
@@ -747,38 +747,38 @@ async def test_marks_go_with_the_files_they_vouch_for(make_cache: MakeCache,
     def body(tag: str) -> bytes:
         return bytes(500) + tag.encode()
 
-    entry_size = len(encode_header("a/0/", blob(body("a/0/")).meta)) + len(body("a/0/"))
+    entry_size = len(encode_header("0::a", blob(body("0::a")).meta)) + len(body("0::a"))
     cache = await make_cache(max_bytes=3 * entry_size)
     marks = cache._jobs.verified
-    for key in ["a/0/", "b/0/", "c/0/"]:
+    for key in ["0::a", "0::b", "0::c"]:
         await cache.put(key, blob(body(key)))
         assert await got(cache, key) == body(key)
-    assert set(marks) == {key_hash(k) for k in ["a/0/", "b/0/", "c/0/"]}
+    assert set(marks) == {key_hash(k) for k in ["0::a", "0::b", "0::c"]}
     assert len(hashed) == 3
 
-    await cache.put("a/0/", blob(body("A/0/")))  # replaced
-    assert set(marks) == {key_hash("b/0/"), key_hash("c/0/")}
-    assert await got(cache, "a/0/") == body("A/0/")
+    await cache.put("0::a", blob(body("0::A")))  # replaced
+    assert set(marks) == {key_hash("0::b"), key_hash("0::c")}
+    assert await got(cache, "0::a") == body("0::A")
     assert len(hashed) == 4
 
-    await cache.put("d/0/", blob(body("d/0/")))  # evicts b, the least recently used
-    assert cache.counters.evictions == 1 and not cache.path_for("b/0/").exists()
-    await cache.delete("c/0/")
-    assert set(marks) == {key_hash("a/0/")}
+    await cache.put("0::d", blob(body("0::d")))  # evicts b, the least recently used
+    assert cache.counters.evictions == 1 and not cache.path_for("0::b").exists()
+    await cache.delete("0::c")
+    assert set(marks) == {key_hash("0::a")}
 
-    await cache.refresh("a/0/", blob(body("A/0/")).meta.revalidated(T0 + 1, TTL))
+    await cache.refresh("0::a", blob(body("0::A")).meta.revalidated(T0 + 1, TTL))
     assert marks == {}  # a new file: hashed on its next read
-    assert await got(cache, "a/0/") == body("A/0/")
+    assert await got(cache, "0::a") == body("0::A")
     assert len(hashed) == 6  # the refresh's copy, then that read
     assert await cache.purge("a") == 1
     assert marks == {}
 
-    await cache.put("e/0/", blob(b"e"))
-    assert await got(cache, "e/0/") == b"e"
-    _flip_body_byte(cache.path_for("e/0/"))
-    assert await got(cache, "e/0/") is None  # its mtime moved: checked, and rejected
+    await cache.put("0::e", blob(b"e"))
+    assert await got(cache, "0::e") == b"e"
+    _flip_body_byte(cache.path_for("0::e"))
+    assert await got(cache, "0::e") is None  # its mtime moved: checked, and rejected
     assert marks == {}
-    await cache.put("e/0/", blob(b"e"))
-    assert await got(cache, "e/0/") == b"e"
+    await cache.put("0::e", blob(b"e"))
+    assert await got(cache, "0::e") == b"e"
     await cache.clear()
     assert marks == {}

@@ -15,29 +15,29 @@ T0 = 1_700_000_000.0
 
 def test_a_miss_is_remembered_for_the_ttl_from_when_the_origin_was_asked() -> None:
     cache = NegativeCache(ttl=30, max_bytes=10_000)
-    cache.remember("a.png/0/", T0)
-    assert cache.since("a.png/0/", T0 + 29.9) == T0
-    assert cache.since("b.png/0/", T0) is None
-    assert cache.since("a.png/0/", T0 + 30) is None
+    cache.remember("0::a.png", T0)
+    assert cache.since("0::a.png", T0 + 29.9) == T0
+    assert cache.since("0::b.png", T0) is None
+    assert cache.since("0::a.png", T0 + 30) is None
     assert len(cache) == 0 and cache.size_bytes == 0  # an expired entry is dropped
 
 
 def test_another_version_is_another_key() -> None:
     cache = NegativeCache(ttl=30, max_bytes=10_000)
-    cache.remember("a.png/0/", T0)
-    assert cache.since("a.png/1/", T0) is None
+    cache.remember("0::a.png", T0)
+    assert cache.since("1::a.png", T0) is None
 
 
 def test_forget_and_clear_give_the_bytes_back() -> None:
     cache = NegativeCache(ttl=30, max_bytes=10_000)
-    cache.remember("a.png/0/", T0)
-    cache.remember("b.png/0/", T0)
-    cache.remember("b.png/0/", T0 + 1)  # again: replaced, not counted twice
+    cache.remember("0::a.png", T0)
+    cache.remember("0::b.png", T0)
+    cache.remember("0::b.png", T0 + 1)  # again: replaced, not counted twice
     assert len(cache) == 2
-    cache.forget("a.png/0/")
-    cache.forget("never.png/0/")
-    assert cache.since("a.png/0/", T0) is None and cache.since("b.png/0/", T0) == T0 + 1
-    assert cache.size_bytes == sys.getsizeof("b.png/0/") + ENTRY_OVERHEAD
+    cache.forget("0::a.png")
+    cache.forget("0::never.png")
+    assert cache.since("0::a.png", T0) is None and cache.since("0::b.png", T0) == T0 + 1
+    assert cache.size_bytes == sys.getsizeof("0::b.png") + ENTRY_OVERHEAD
     cache.clear()
     assert len(cache) == 0 and cache.size_bytes == 0
 
@@ -46,19 +46,19 @@ def test_forget_and_clear_give_the_bytes_back() -> None:
 def test_zero_ttl_or_zero_bytes_turns_it_off(ttl: float, max_bytes: int) -> None:
     cache = NegativeCache(ttl=ttl, max_bytes=max_bytes)
     assert not cache.enabled
-    cache.remember("a.png/0/", T0)
-    assert cache.since("a.png/0/", T0) is None and len(cache) == 0
+    cache.remember("0::a.png", T0)
+    assert cache.since("0::a.png", T0) is None and len(cache) == 0
 
 
 def test_the_bound_drops_the_oldest_first() -> None:
-    one = sys.getsizeof("k0000.png/0/") + ENTRY_OVERHEAD
+    one = sys.getsizeof("0::k0000.png") + ENTRY_OVERHEAD
     cache = NegativeCache(ttl=30, max_bytes=10 * one)
     for i in range(25):
-        cache.remember(f"k{i:04}.png/0/", T0 + i)
+        cache.remember(f"0::k{i:04}.png", T0 + i)
         assert cache.size_bytes <= cache.max_bytes
     assert len(cache) == 10
-    assert cache.since("k0014.png/0/", T0 + 24) is None
-    assert cache.since("k0015.png/0/", T0 + 24) == T0 + 15
+    assert cache.since("0::k0014.png", T0 + 24) is None
+    assert cache.since("0::k0015.png", T0 + 24) == T0 + 15
 
 
 def test_a_key_bigger_than_the_bound_is_not_kept() -> None:
@@ -70,7 +70,7 @@ def test_a_key_bigger_than_the_bound_is_not_kept() -> None:
 @pytest.mark.parametrize("key_length", [8, 60, 600])
 def test_the_accounting_covers_the_memory_really_used(key_length: int) -> None:
     cache = NegativeCache(ttl=30, max_bytes=1 << 30)
-    keys = [f"{i:0{key_length}}/0/" for i in range(5000)]  # made before measuring...
+    keys = [f"0::{i:0{key_length}}" for i in range(5000)]  # made before measuring...
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

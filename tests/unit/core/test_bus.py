@@ -11,9 +11,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.bus import IMAGE_KIND, USER_KIND, InvalidationBus, parse_message
 from gateway.cluster.epoch import identity_of
 from gateway.cluster.redis import RedisLink
+from gateway.observe.counters import Stats
 from tests.support.fakes import until
 from tests.support.redis_server import RedisServer
 
@@ -105,7 +106,7 @@ async def test_without_redis_nothing_is_bumped_or_sent(no_redis: RedisLink) -> N
     bus = InvalidationBus(no_redis)
     assert not bus.enabled
     assert await bus.bump("a.png", 5) is None
-    assert await bus.publish("a.png") is False
+    assert await bus.publish_image("a.png") is False
     assert await bus.version_of("a.png") is None
     await bus.start()
     await bus.close()  # nothing was started
@@ -116,7 +117,7 @@ async def test_redis_down_answers_none(make_bus: MakeBus, redis_server: RedisSer
     try:
         redis_server.kill()
         assert await bus.bump("a.png", 5) is None
-        assert await bus.publish("a.png") is False
+        assert await bus.publish_image("a.png") is False
         assert await bus.version_of("a.png") is None
     finally:
         redis_server.ensure_running()
@@ -129,8 +130,8 @@ async def test_image_message_reaches_subscribers_with_the_version(make_bus: Make
     heard = await subscribed(make_bus())
     publisher = make_bus()
     version = await publisher.bump("a.png", START)
-    assert await publisher.publish("a.png") is True
-    assert await publisher.publish("never-purged.png") is True
+    assert await publisher.publish_image("a.png") is True
+    assert await publisher.publish_image("never-purged.png") is True
     await until(lambda: len(heard.images) == 2)
     assert heard.images == [("a.png", version), ("never-purged.png", 0)]
     assert heard.users == []
@@ -139,13 +140,77 @@ async def test_image_message_reaches_subscribers_with_the_version(make_bus: Make
 async def test_user_message_reaches_on_user(make_bus: MakeBus) -> None:
     heard = await subscribed(make_bus())
     publisher = make_bus()
-    assert await publisher.publish("user:bob")
+    assert await publisher.publish_user("bob")
     await until(lambda: heard.users == ["bob"])
     assert heard.images == []
 
 
+async def test_messages_name_their_kind(make_bus: MakeBus, redis: Redis) -> None:
+    publisher = make_bus()
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(publisher.channel)
+    await publisher.publish_image("user:bob")  # an object key that looks like an alias
+    await publisher.publish_user("bob")
+    seen = []
+
+    async def two_messages() -> None:
+        while len(seen) < 2:  # None for the subscription's own confirmation
+            message = await pubsub.get_message(timeout=BOUND)
+            if message is not None:
+                seen.append(message["data"])
+
+    await asyncio.wait_for(two_messages(), BOUND)
+    await pubsub.aclose()
+    assert seen == [b"i:user:bob", b"u:bob"]
+
+
+async def test_a_key_that_looks_like_an_alias_purges_the_object(make_bus: MakeBus) -> None:
+    heard = await subscribed(make_bus())
+    publisher = make_bus()
+    await publisher.publish_image("user:bob")
+    await publisher.publish_image("u:x/日本語 +%.png")
+    await until(lambda: len(heard.images) == 2)
+    assert heard.images == [("user:bob", 0), ("u:x/日本語 +%.png", 0)]
+    assert heard.users == []
+
+
+@pytest.mark.parametrize(("message", "image", "user"), [
+    ("i:a/b.png", "a/b.png", None),
+    ("u:bob", None, "bob"),
+    ("a.png", "a.png", None),  # what a replica of before keys sends during an upgrade
+    ("user:bob", None, "bob"),
+])
+def test_parse_message(message: str, image: str | None, user: str | None) -> None:
+    expected = (IMAGE_KIND, image) if image is not None else (USER_KIND, user)
+    assert parse_message(message) == expected
+    assert parse_message(message.encode()) == expected
+
+
+@pytest.mark.parametrize("message", [
+    "i:", "i:../x", "i:a//b", "i:a\x00b", "u:", "u:a/b", "u:../x", "x:a.png", "user:",
+    "user:a/b", b"i:\xff", "", "a/../b",
+])
+def test_parse_message_refuses(message: str | bytes) -> None:
+    assert parse_message(message) is None
+
+
+async def test_unknown_messages_are_ignored_and_counted(make_link: MakeLink,
+                                                       redis: Redis) -> None:
+    stats = Stats()
+    bus = InvalidationBus(make_link(), retry_interval=0.05, stats=stats)
+    try:
+        heard = await subscribed(bus)
+        for junk in ("x:a.png", "i:../../etc/passwd", "u:a/b", "i:a\x00b"):
+            await redis.publish(bus.channel, junk)
+        await redis.publish(bus.channel, "i:ok.png")
+        await until(lambda: heard.images == [("ok.png", 0)])
+        assert heard.users == [] and stats.bus_messages_rejected == 4
+    finally:
+        await bus.close()
+
+
 async def test_publish_with_nobody_listening_still_succeeds(make_bus: MakeBus) -> None:
-    assert await make_bus().publish("a.png") is True
+    assert await make_bus().publish_image("a.png") is True
 
 
 # -- catching up -------------------------------------------------------------------------------
@@ -171,7 +236,7 @@ async def test_resubscribe_resyncs_and_keeps_listening(make_bus: MakeBus,
     await until(lambda: len(heard.resyncs) == 2, timeout=BOUND)
     assert heard.resyncs[1] == {"a.png": missed}
     await asyncio.wait_for(bus.subscribed.wait(), BOUND)
-    await publisher.publish("user:eve")
+    await publisher.publish_user("eve")
     await until(lambda: heard.users == ["eve"])
 
 

@@ -3,6 +3,7 @@ and where RedisHealth learns whether Redis answers."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -136,3 +137,21 @@ async def test_ping_real_redis(make_link: MakeLink, redis_server: RedisServer) -
         assert link.health.state == "up"
     finally:
         redis_server.ensure_running()
+
+
+def test_an_outage_is_one_warning_a_reminder_now_and_then_and_one_info(caplog) -> None:
+    now = [1000.0]
+    health = RedisHealth(True, remind_every=300, clock=lambda: now[0])
+    with caplog.at_level(logging.DEBUG, "gateway.cluster.redis"):
+        for _ in range(1200):  # ten minutes of a listener retrying twice a second
+            health.failed(RedisConnectionError("refused"))
+            now[0] += 0.5
+        health.ok()
+        health.ok()
+        health.failed(ConnectionResetError())  # a new outage is news again
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "redis unavailable (ConnectionError); serving without it"),
+        ("WARNING", "redis still unavailable after 300 s (ConnectionError)"),
+        ("INFO", "redis reachable again after 600 s"),
+        ("WARNING", "redis unavailable (ConnectionResetError); serving without it"),
+    ]

@@ -11,7 +11,7 @@ from tests.support.fakes import FakeClock, blob, body_of, record_handed_out
 
 from .conftest import MEMORY_BYTES, MakeTiers
 
-K = "a.png/0/"
+K = "0::a.png"
 BIG = bytes(range(256)) * 20  # over OBJECT_CAP: memory refuses it, the disk hands a FileBlob
 
 
@@ -236,9 +236,9 @@ async def test_renew_of_an_open_file_keeps_the_file(tiers: TieredCache,
 
 
 async def test_purge_moves_the_version_forward(tiers: TieredCache) -> None:
-    assert tiers.key_for("a.png") == "a.png/0/"
+    assert tiers.key_for("a.png") == "0::a.png"
     assert await tiers.purge("a.png") is True
-    assert tiers.version_of("a.png") == 1 and tiers.key_for("a.png", "w64") == "a.png/1/w64"
+    assert tiers.version_of("a.png") == 1 and tiers.key_for("a.png", "w64") == "1:w64:a.png"
     assert await tiers.purge("a.png", 40) is True  # another replica's newer version
     assert tiers.version_of("a.png") == 40
     assert await tiers.purge("a.png", 12) is True  # an older one: still a new key
@@ -250,11 +250,11 @@ async def test_purge_drops_every_variant_from_both_layers(tiers: TieredCache) ->
     keys = [tiers.key_for("a.png"), tiers.key_for("a.png", "w64"), tiers.key_for("a.png", "x")]
     for key in keys:
         await tiers.store(key, blob(key.encode()))
-    await tiers.disk.put("a.png/0/big", blob(BIG))
+    await tiers.disk.put("0:big:a.png", blob(BIG))
     other = tiers.key_for("b.png")
     await tiers.store(other, blob(b"other"))
     assert await tiers.purge("a.png")
-    for key in [*keys, "a.png/0/big"]:
+    for key in [*keys, "0:big:a.png"]:
         assert tiers.in_memory(key) is None and await on_disk(tiers, key) is None
     assert body_of(tiers.in_memory(other)) == b"other" and await on_disk(tiers, other) == b"other"
 
@@ -270,20 +270,20 @@ async def test_purge_with_the_current_version_is_a_no_op(tiers: TieredCache) -> 
 
 async def test_clear_empties_both_layers_and_counts(tiers: TieredCache,
                                                     clock: FakeClock) -> None:
-    await tiers.store("a.png/0/", blob(b"a"))
-    await tiers.store("b.png/0/", blob(b"b"))
-    await tiers.store("c.png/0/", blob(BIG))
+    await tiers.store("0::a.png", blob(b"a"))
+    await tiers.store("0::b.png", blob(b"b"))
+    await tiers.store("0::c.png", blob(BIG))
     assert await tiers.clear() == (2, 3)
     assert len(tiers.memory) == 0 and tiers.memory.size_bytes == 0
     assert isinstance(tiers.disk, DiskCache) and tiers.disk.entry_count == 0
-    for key in ("a.png/0/", "b.png/0/", "c.png/0/"):
+    for key in ("0::a.png", "0::b.png", "0::c.png"):
         found = await tiers.lookup(key, clock())
         assert found.hit is None and found.stale is None
 
 
 async def test_gauges_with_disk(tiers: TieredCache) -> None:
-    await tiers.store("a.png/0/", blob(b"abc"))
-    await tiers.store("b.png/0/", blob(BIG))
+    await tiers.store("0::a.png", blob(b"abc"))
+    await tiers.store("0::b.png", blob(BIG))
     gauges = tiers.gauges()
     assert isinstance(tiers.disk, DiskCache)
     assert gauges == {"memory.bytes": 3, "memory.entries": 1, "memory.limit": MEMORY_BYTES,
@@ -300,10 +300,10 @@ async def test_without_disk_memory_is_the_only_layer(make_tiers: MakeTiers,
     tiers = await make_tiers(disk=False)
     assert not tiers.disk_enabled
     await tiers.store(K, blob(b"pixels", ttl=10))
-    await tiers.store("big.png/0/", blob(BIG))
+    await tiers.store("0::big.png", blob(BIG))
     found = await tiers.lookup(K, clock())
     assert found.hit is not None and found.hit.layer is Layer.MEMORY
-    assert (await tiers.lookup("big.png/0/", clock())).hit is None  # kept nowhere
+    assert (await tiers.lookup("0::big.png", clock())).hit is None  # kept nowhere
     assert await tiers.has_fresh(K) and await tiers.fresh_on_disk(K) is None
     clock.advance(11)
     stale = await tiers.lookup(K, clock())

@@ -16,17 +16,17 @@ from tests.support.fakes import FakeClock, blob, body_of
 
 from .conftest import MakeTiers
 
-K = "a.png/0/"
+K = "0::a.png"
 
 
 async def test_distrust_makes_older_copies_stale_in_both_layers(
         make_tiers: MakeTiers, clock: FakeClock) -> None:
     tiers = await make_tiers()
     await tiers.store(K, blob(b"pixels", now=clock()))
-    await tiers.disk.put("b.png/0/", blob(b"disk only", now=clock()))
+    await tiers.disk.put("0::b.png", blob(b"disk only", now=clock()))
     clock.advance(1)
     tiers.distrust(clock())
-    for key, body in ((K, b"pixels"), ("b.png/0/", b"disk only")):
+    for key, body in ((K, b"pixels"), ("0::b.png", b"disk only")):
         found = await tiers.lookup(key, clock())
         assert found.hit is None and body_of(found.stale) == body, key
         assert found.stale is not None and not tiers.trusted(found.stale.meta)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from gateway.config import Config, ServerConfig
+from gateway.config import Config
 from gateway.observe.aggregate import Aggregate, Baseline, WorkerInfo
 from gateway.observe.histogram import Histogram
 from gateway.observe.report import build_report, human_bytes
@@ -70,14 +70,6 @@ def test_redis_down_is_critical_and_first():
     assert ids(r) == ["redis_down", "low_hit_rate"]
     assert r["recommendations"][0]["severity"] == "critical"
     assert r["redis"] == {"state": "down", "failures": 3}
-
-
-def test_redis_disabled_matters_with_several_workers():
-    one = report(snapshot({"HIT-MEMORY": 5}, redis="disabled"))
-    assert "redis_disabled" not in ids(one)
-    config = dataclasses.replace(Config(), server=ServerConfig(workers=4))
-    assert "redis_disabled" in ids(report(snapshot({"HIT-MEMORY": 5}, redis="disabled"),
-                                          config))
 
 
 def test_disk_problems():

@@ -59,6 +59,25 @@ def test_if_modified_since_garbage_is_ignored():
         assert not is_not_modified(None, header, META), header
 
 
+def test_if_modified_since_out_of_range_is_ignored():
+    for header in ("Sun, 06 Nov 99999999999 08:49:37 GMT", "Sun, 06 Nov 1994 99:49:37 GMT",
+                   "Sun, 06 Nov 1994 08:99:99 GMT", "Fri, 31 Dec 9999 23:59:59 +9999",
+                   "Sun, 06 Nov " + "9" * 400 + " 08:49:37 GMT"):
+        assert not is_not_modified(None, header, META), header
+
+
+@given(st.text(max_size=200))
+def test_any_if_modified_since_is_a_date_or_ignored(header):
+    is_not_modified(None, header, META)  # never raises
+
+
+@given(st.integers(min_value=-(10**20), max_value=10**20), st.integers(-99, 99),
+       st.integers(-99, 99))
+def test_any_numbers_in_a_date_are_a_date_or_ignored(year, hour, zone):
+    header = f"Sun, 06 Nov {year} {hour}:00:00 {zone:+05d}"
+    is_not_modified(None, header, META)  # never raises
+
+
 @given(st.text(max_size=200))
 def test_any_header_either_matches_truly_or_not_at_all(header):
     # Fuzz: a 304 may only come from '*' or a list that really contains our tag.

@@ -1,0 +1,137 @@
+"""The container's definitions agree with each other (quick checks for `make test`;
+tests/container builds and runs the image itself)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+
+import pytest
+import yaml
+
+from tests.support import REPO_ROOT, compose
+from tests.support.podman import DOCKERFILE, project_version
+
+# Instructions of the Dockerfile reference (plain Docker / BuildKit builds it too).
+DOCKER_INSTRUCTIONS = {"FROM", "ARG", "ENV", "RUN", "COPY", "ADD", "WORKDIR", "LABEL", "USER",
+                       "VOLUME", "EXPOSE", "HEALTHCHECK", "STOPSIGNAL", "CMD", "ENTRYPOINT",
+                       "SHELL", "ONBUILD"}
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [(line.split(None, 1)[0], line.split(None, 1)[1] if " " in line else "")
+            for line in lines if line and not line.startswith("#")]
+
+
+def _dockerfile_healthcheck() -> dict[str, object]:
+    """The HEALTHCHECK instruction in `docker inspect` form."""
+    [args] = [a for i, a in _instructions() if i == "HEALTHCHECK"]
+    options, command = args.split(" CMD ", 1)
+    result: dict[str, object] = {"Test": ["CMD", *json.loads(command)]}
+    names = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod"}
+    for option in shlex.split(options):
+        key, value = option.removeprefix("--").split("=", 1)
+        if key == "retries":
+            result["Retries"] = int(value)
+        else:
+            result[names[key]] = round(compose.seconds(value) * 1e9)
+    return result
+
+
+def test_dockerfile_uses_only_docker_instructions() -> None:
+    used = {instruction for instruction, _ in _instructions()}
+    assert used <= DOCKER_INSTRUCTIONS, used - DOCKER_INSTRUCTIONS
+
+
+def test_dockerfile_version_default_is_the_projects() -> None:
+    args = dict(a.split("=", 1) for i, a in _instructions() if i == "ARG" and "=" in a)
+    assert args["VERSION"] == project_version()
+    for label in ("version", "revision", "created", "source", "documentation"):
+        assert any(i == "LABEL" and f"org.opencontainers.image.{label}=" in a
+                   for i, a in _instructions()), label
+
+
+def test_compose_healthcheck_is_the_dockerfiles() -> None:
+    for name, service in compose.gateway_services().items():
+        diffs = compose.image_healthcheck_matches(service["healthcheck"],
+                                                  _dockerfile_healthcheck())
+        assert diffs == [], name
+
+
+def test_compose_gateway_service_translates_for_the_test_run() -> None:
+    services = compose.gateway_services()
+    assert len(services) == 2
+    for service in services.values():
+        assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+        run = compose.podman_run(service, overrides={"GATEWAY_SERVER_PORT": "1"},
+                                 cache_volume="v")
+        assert run.cache_path == "/var/cache/image-gateway"
+        assert "--read-only" in run.args and "--init" in run.args
+        assert run.stop_timeout == 15
+        assert f"GATEWAY_SERVER_WORKERS={run.env['GATEWAY_SERVER_WORKERS']}" in run.args
+
+
+def test_compose_translation_refuses_what_it_does_not_know() -> None:
+    service = {**compose.gateway_service(), "cap_add": ["NET_ADMIN"]}
+    with pytest.raises(ValueError, match="cap_add"):
+        compose.podman_run(service, overrides={}, cache_volume="v")
+    with pytest.raises(ValueError, match="GATEWAY_LIMITS_RATE"):
+        compose.podman_run(compose.gateway_service(),
+                           overrides={"GATEWAY_LIMITS_RATE": "0"}, cache_volume="v")
+
+
+def test_compose_interpolation_and_durations() -> None:
+    assert compose.interpolate("${A:-x}") == "x"
+    assert compose.interpolate("${A:-x}", {"A": "y"}) == "y"
+    assert compose.interpolate("$$HOME ${B}") == "$HOME "
+    assert compose.seconds("1m30s") == 90
+    assert compose.seconds("500ms") == 0.5
+    with pytest.raises(ValueError):
+        compose.seconds("15 seconds")
+
+
+def test_default_run_leaves_only_the_container_tests_out() -> None:
+    """`make test` (pytest's testpaths) runs every test folder but tests/container,
+    which `make test-container` runs."""
+    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
+        testpaths = tomllib.load(f)["tool"]["pytest"]["ini_options"]["testpaths"]
+    folders = {str(p.parent.relative_to(REPO_ROOT)).split("/")[:2][-1]
+               for p in (REPO_ROOT / "tests").rglob("test_*.py")}
+    assert {f"tests/{f}" for f in folders} - set(testpaths) == {"tests/container"}
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert re.search(r"(?m)^test-container:.*\n(\t.*\n)*\t\$\(BIN\)/pytest tests/container",
+                     makefile)
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert ci.index("make test\n") < ci.index("make test-container\n")
+
+
+
+def _deploy_env_names() -> set[str]:
+    """Every environment variable the deploy files set."""
+    names: set[str] = set()
+    for service in compose.gateway_services().values():
+        names |= set(compose.environment(service))
+    k8s = REPO_ROOT / "deploy" / "k8s"
+    names |= set(yaml.safe_load((k8s / "configmap.yaml").read_text())["data"])
+    names |= set(yaml.safe_load((k8s / "secret.example.yaml").read_text())["stringData"])
+    stage = ""
+    for instruction, args in _instructions():
+        if instruction == "FROM":
+            stage = args.split()[-1]
+        elif instruction == "ENV" and stage == "runtime":  # the builder's never ship
+            names |= set(re.findall(r"(\w+)=", args))
+    return names
+
+
+def test_deploy_readme_describes_every_variable_the_deploy_files_set() -> None:
+    readme = (REPO_ROOT / "deploy" / "README.md").read_text()
+    table = readme[readme.index("<!-- deploy-env"):readme.index("<!-- /deploy-env -->")]
+    described = {name for row in table.splitlines()[3:]
+                 for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+    assert _deploy_env_names() - described == set()
+    assert described - _deploy_env_names() == set()  # no row for a variable nobody sets

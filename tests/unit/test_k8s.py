@@ -1,0 +1,180 @@
+"""deploy/k8s/: valid against the current Kubernetes schema, rendered by the real
+`kubectl kustomize`, probes on real routes, resources from what `make bench`
+measured, and the autoscaler and network policies aimed at the right pods."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.config_load import from_mapping
+from gateway.web.app import create_app
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+BENCH_RESULTS = REPO / "bench" / "RESULTS.md"
+MIB = 1024 * 1024
+NOT_APPLIED = {"secret.example.yaml"}  # placeholders: would overwrite the real Secret
+
+
+def _documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _manifests() -> dict[str, list[dict[str, Any]]]:
+    return {path.name: _documents(path.read_text()) for path in sorted(K8S.glob("*.yaml"))
+            if path.name != "kustomization.yaml"}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed: `make system-deps` installs kubernetes-client")
+    result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return _documents(result.stdout)
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def _validate(doc: dict[str, Any]) -> str:
+    return str(kubernetes_validate.validate(doc, kubernetes_validate.latest_version(),
+                                            strict=True))
+
+
+@pytest.mark.parametrize("name", sorted(_manifests()))
+def test_every_manifest_is_valid_for_the_current_kubernetes(name: str) -> None:
+    docs = _manifests()[name]
+    assert docs
+    for doc in docs:
+        try:
+            version = _validate(doc)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name}: {doc['kind']}: {exc.message} at {list(exc.path)}")
+        assert version == kubernetes_validate.latest_version().rsplit(".", 1)[0]
+
+
+def test_validation_would_catch_a_broken_manifest() -> None:
+    deployment = _one(_manifests()["deployment.yaml"], "Deployment")
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["pathh"] = "/"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate(broken)
+
+
+def test_kustomization_applies_every_manifest(rendered: list[dict[str, Any]]) -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(set(_manifests()) - NOT_APPLIED)
+    for doc in rendered:
+        _validate(doc)
+    kinds = sorted(d["kind"] for d in rendered)
+    assert kinds == sorted(["ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+                            "HorizontalPodAutoscaler", "NetworkPolicy", "NetworkPolicy"])
+    image = _one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    new = kustomization["images"][0]
+    assert image == f"{new['newName']}:{new['newTag']}"
+
+
+async def test_probes_point_at_real_routes(tmp_path: Path) -> None:
+    deployment = _one(_manifests()["deployment.yaml"], "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    config = from_mapping({"origin": {"kind": "local", "root": str(tmp_path)},
+                           "disk": {"path": str(tmp_path / "cache")}}, {})
+    app = await create_app(config)
+    routes = {(route.method, route.resource.canonical) for route in app.router.routes()
+              if route.resource is not None}
+    port_names = {p["name"]: p["containerPort"] for p in container["ports"]}
+    configmap = _one(_manifests()["configmap.yaml"], "ConfigMap")["data"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert ("GET", get["path"]) in routes, (probe, get["path"])
+        assert port_names[get["port"]] == int(configmap["GATEWAY_SERVER_PORT"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def _bench_worker_fixed_mib() -> float:
+    """The fixed cost of one worker: the largest process of the gateway-disk run (its
+    LRU is 1 MiB), in bench/RESULTS.md's Memory table."""
+    row = next(line for line in BENCH_RESULTS.read_text().splitlines()
+               if line.startswith("| gateway-disk |"))
+    per_process = row.split("|")[6]
+    largest_mb = max(float(x) for x in re.findall(r"([\d.]+) MB", per_process))
+    return largest_mb * 1e6 / MIB
+
+
+def _quantity_mib(text: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", text)
+    assert match, text
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def test_memory_request_is_the_lru_plus_what_bench_measured_for_one_worker() -> None:
+    container = _one(_manifests()["deployment.yaml"], "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]
+    configmap = _one(_manifests()["configmap.yaml"], "ConfigMap")["data"]
+    config = from_mapping({}, {k: str(v) for k, v in configmap.items()})
+    assert config.server.workers == 1
+    lru_mib = config.memory.max_bytes / MIB
+    need = lru_mib + _bench_worker_fixed_mib()
+    request = _quantity_mib(container["resources"]["requests"]["memory"])
+    limit = _quantity_mib(container["resources"]["limits"]["memory"])
+    assert request == math.ceil(need / 32) * 32, (request, need)
+    origin_max_mib = config.origin.max_bytes / MIB
+    assert limit >= request + 4 * origin_max_mib
+    # The disk cache fits its volume, and the ephemeral-storage request covers it.
+    volumes = {v["name"]: v for v in _one(_manifests()["deployment.yaml"], "Deployment")[
+        "spec"]["template"]["spec"]["volumes"]}
+    disk_mib = config.disk.max_bytes / MIB
+    assert _quantity_mib(volumes["cache"]["emptyDir"]["sizeLimit"]) > disk_mib
+    assert _quantity_mib(container["resources"]["requests"]["ephemeral-storage"]) > disk_mib
+
+
+def test_autoscaler_scales_the_deployment_on_cpu() -> None:
+    hpa = _one(_manifests()["hpa.yaml"], "HorizontalPodAutoscaler")
+    deployment = _one(_manifests()["deployment.yaml"], "Deployment")
+    pdb = _one(_manifests()["pdb.yaml"], "PodDisruptionBudget")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns the count
+    assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "cpu" in container["resources"]["requests"]  # utilization is of the request
+
+
+def test_network_policies_let_only_nginx_in_and_only_the_gateway_reach_redis() -> None:
+    docs = _manifests()["networkpolicy.yaml"]
+    deployment = _one(_manifests()["deployment.yaml"], "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    gateway = _one(docs, "NetworkPolicy", "image-gateway")
+    selector = gateway["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert gateway["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = gateway["spec"]["ingress"]
+    [peer] = rule["from"]
+    assert peer == {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "image-gateway-nginx"}}}
+    assert [p["port"] for p in rule["ports"]] == ["http"]
+
+    redis = _one(docs, "NetworkPolicy", "image-gateway-redis")
+    assert redis["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    [rule] = redis["spec"]["ingress"]
+    [peer] = rule["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert [p["port"] for p in rule["ports"]] == [6379]
