@@ -173,9 +173,10 @@ class InvalidationBus:
             except asyncio.CancelledError:
                 raise
             except _Lost as exc:
+                # INFO: nothing is wrong now, and the outage (if any) was logged once.
                 self.subscribed.clear()
-                log.warning("invalidation messages may have been missed (%s); "
-                            "subscribing again", exc)
+                log.info("invalidation messages may have been missed (%s): cached "
+                         "pictures are revalidated before they are served", exc)
             except REDIS_ERRORS as exc:
                 # RedisHealth logs the outage (once, then a reminder now and then); a
                 # line per retry here would be two a second for as long as it lasts.
@@ -211,7 +212,7 @@ class InvalidationBus:
             self.on_gap()
         identity = await identity_of(redis, self._keys)
         if self._identity is not None and identity != self._identity:
-            log.warning("redis lost its data or was replaced (run id or epoch changed)")
+            log.info("redis lost its data or was replaced (run id or epoch changed)")
         self._identity = identity
         if self.on_resync is not None:
             await self.on_resync(await self.versions(redis))
@@ -232,7 +233,7 @@ class InvalidationBus:
             if message is not None and message.get("type") == "message":
                 await self._dispatch(message["data"])
             if self._reconnected:
-                raise _Lost("the client library reconnected the subscription by itself")
+                raise _Lost("the client library re-opened the pub/sub connection by itself")
             if loop.time() >= check_at:
                 check_at = loop.time() + self.identity_interval
                 await self._check_identity(redis)
@@ -243,7 +244,7 @@ class InvalidationBus:
         except REDIS_ERRORS:
             return  # if Redis is really gone, the subscription itself fails
         if identity != self._identity:
-            raise _Lost("redis lost its data or was replaced (run id or epoch changed)")
+            raise _Lost("redis's run id or epoch changed while listening")
 
     def _on_reconnect(self, _connection: object) -> None:
         # redis-py re-establishes a dropped pub/sub connection and subscribes again
