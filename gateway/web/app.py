@@ -22,6 +22,8 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
@@ -208,7 +210,10 @@ def _redis(config: Config, stack: contextlib.AsyncExitStack,
             config.redis.url,
             socket_timeout=socket_timeout or config.redis.socket_timeout,
             socket_connect_timeout=config.redis.connect_timeout,
-            retry_on_timeout=False,
+            # One attempt per call: redis-py's default retries (with backoff up to 1 s)
+            # would stretch a call far past socket_timeout while Redis is down;
+            # RedisLink's back-off is the retry policy.
+            retry=Retry(NoBackoff(), 0),
         )
         stack.push_async_callback(client.aclose)
         log.info("redis keys: %s:%s:* (this deployment's)", keys.prefix, keys.deployment)
