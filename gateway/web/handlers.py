@@ -29,8 +29,11 @@ async def _image(request: web.Request, key: str) -> web.StreamResponse:
     spec = variant_spec(request)  # issue 8: ?w=&h=&fit=&format=&q= (docs/variants.md)
     if spec is not None:
         return await variant_image(request, key, spec)
-    served = await request.app[PARTS].service.get(key)
-    return _respond(request, served, request.app[PARTS].config.http.cache_control)
+    parts = request.app[PARTS]
+    served = await parts.service.get(key)
+    config = parts.config
+    cache_control = answer_cache_control(served.layer, config.http, config.http.cache_control)
+    return image_response(request, served, cache_control, config.server.send_timeout)
 
 
 async def _user_image(request: web.Request, user_id: str) -> web.StreamResponse:

@@ -16,6 +16,7 @@ would read as one of the first two routes is named with ``%2F``:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,6 +50,9 @@ class ImagePath:
     name: str  # the object key (OBJECT, URL) or the user id (USER), validated
 
 
+# Hot pictures are asked for by the same paths over and over: parse each once. Only
+# answers are kept (a refused path raises each time), 4096 of them (~1-2 MB at most).
+@functools.lru_cache(maxsize=4096)
 def route_of(raw_tail: str) -> ImagePath:
     """The meaning of ``/images/{raw_tail}`` (percent-encoded, no query); BadRequest
     for a key or user id outside the rules."""
