@@ -32,6 +32,7 @@ from gateway.cluster.redis import REDIS_ERRORS, RedisLink
 from gateway.errors import BadRequest
 from gateway.model import validate_key, validate_user_id
 from gateway.observe.counters import Stats
+from gateway.observe.rejected import RedisRejections
 from gateway.observe.throttle import Throttled
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ _LEGACY_USER = "user:"
 
 # Lua numbers are doubles: exact up to 2**53, far above microseconds since 1970.
 _BUMP = """
-local v = math.max(tonumber(redis.call('GET', KEYS[1]) or '0') + 1, tonumber(ARGV[1]))
+local v = math.max((tonumber(redis.call('GET', KEYS[1]) or '0') or 0) + 1, tonumber(ARGV[1]))
 redis.call('SET', KEYS[1], string.format('%d', v))
 return v
 """
@@ -67,9 +68,11 @@ class InvalidationBus:
     identity_interval = 5.0
 
     def __init__(self, link: RedisLink, retry_interval: float = 0.5, *,
-                 stats: Stats | None = None) -> None:
+                 stats: Stats | None = None,
+                 rejected: RedisRejections | None = None) -> None:
         self._link = link
         self._stats = stats or Stats()
+        self._rejected = rejected or RedisRejections(self._stats)
         self._keys = link.keys
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
@@ -141,7 +144,9 @@ class InvalidationBus:
                                             _FAILED, when_down=True)
         if raw is _FAILED:
             return None
-        return int(raw) if raw is not None else 0
+        if raw is None:
+            return 0
+        return self._version(raw, image_id)  # None (unknown): purged locally all the same
 
     async def versions(self, redis: Redis) -> dict[str, int]:
         """Every image version in Redis (only purged images have one); raises on
@@ -159,8 +164,28 @@ class InvalidationBus:
 
     async def _read_versions(self, redis: Redis, keys: list[bytes]) -> dict[str, int]:
         values = await redis.mget(keys)
-        return {self._keys.image_of_version(k): int(v)
-                for k, v in zip(keys, values, strict=True) if v is not None}
+        out: dict[str, int] = {}
+        for raw_key, raw in zip(keys, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                key = validate_key(self._keys.image_of_version(raw_key))
+            except (BadRequest, UnicodeDecodeError):
+                self._rejected("version", "a version key", "not an object key")
+                continue
+            version = self._version(raw, key)
+            if version is not None:
+                out[key] = version
+        return out
+
+    def _version(self, raw: bytes | str, key: str) -> int | None:
+        """A version read from Redis (input, not truth): a whole number that a Lua
+        double holds exactly, else None, counted."""
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+        if text.isascii() and text.isdigit() and int(text) < 2**53:
+            return int(text)
+        self._rejected("version", key, "not a version number")
+        return None
 
     # -- listening ----------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class Stats:
     redis_rejected_url: int = 0  # a stored presigned URL for another endpoint/bucket/key
     redis_rejected_alias: int = 0  # an alias naming no valid image key
     redis_rejected_fill: int = 0  # another replica's result: forged, damaged or not an image
+    redis_rejected_version: int = 0  # a purge version that is no number, or of no valid key
     bus_messages_rejected: int = 0  # invalidation messages of no known kind (Redis is input)
     malformed_requests: int = 0  # refused by the HTTP parser (request line, header): 400
 

@@ -44,7 +44,7 @@ _PLAIN = {
 _HANDLED_ELSEWHERE = {"origin_fetches", "origin_not_modified", "origin_errors",
                       "origin_not_found", "bytes_served", "url_store_hits",
                       "url_store_misses", "redis_rejected_url", "redis_rejected_alias",
-                      "redis_rejected_fill"}
+                      "redis_rejected_fill", "redis_rejected_version"}
 
 
 # Counters of the origin wrappers, not of Stats: (snapshot counter, metric, help).

@@ -19,8 +19,8 @@ from gateway.observe.counters import Stats
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["url", "alias", "fill"]
-KINDS: tuple[Kind, ...] = ("url", "alias", "fill")
+Kind = Literal["url", "alias", "fill", "version"]
+KINDS: tuple[Kind, ...] = ("url", "alias", "fill", "version")
 
 
 class RedisRejections:
@@ -40,8 +40,10 @@ class RedisRejections:
             stats.redis_rejected_url += 1
         elif kind == "alias":
             stats.redis_rejected_alias += 1
-        else:
+        elif kind == "fill":
             stats.redis_rejected_fill += 1
+        else:
+            stats.redis_rejected_version += 1
         now = self._clock()
         last = self._logged_at.get(kind)
         if last is not None and now - last < self._log_every:

@@ -117,7 +117,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     variants = _variants(config, service, cache, stack)
 
     aliases = AliasStore(link, rejected)
-    bus = InvalidationBus(link, stats=stats)
+    bus = InvalidationBus(link, stats=stats, rejected=rejected)
     invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)

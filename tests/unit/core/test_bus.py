@@ -334,3 +334,27 @@ async def test_identity_changes_when_redis_restarts(make_link: MakeLink,
     redis_server.start()  # empty: no persistence
     second = await identity_of(after.client, after.keys)
     assert second.run_id != first.run_id and second.epoch != first.epoch
+
+
+# -- versions read back from Redis are input -----------------------------------------------
+
+
+async def test_hostile_versions_are_skipped_and_counted(make_link: MakeLink,
+                                                        redis: Redis) -> None:
+    stats = Stats()
+    bus = InvalidationBus(make_link(), retry_interval=0.05, stats=stats)
+    keys = bus._keys
+    await redis.mset({keys.version("ok.png"): "7", keys.version("junk.png"): "abc",
+                      keys.version("neg.png"): "-3", keys.version("big.png"): str(2**60),
+                      keys.version("../x"): "9"})
+    assert await bus.versions(redis) == {"ok.png": 7}
+    assert stats.redis_rejected_version == 4
+    assert await bus.version_of("junk.png") is None  # unknown: purged locally all the same
+    assert await bus.version_of("ok.png") == 7
+
+
+async def test_a_purge_overwrites_a_hostile_version(make_link: MakeLink, redis: Redis) -> None:
+    bus = InvalidationBus(make_link(), retry_interval=0.05)
+    await redis.set(bus._keys.version("a.png"), "not a number")
+    assert await bus.bump("a.png", 5) == 5
+    assert await redis.get(bus._keys.version("a.png")) == b"5"
