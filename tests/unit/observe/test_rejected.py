@@ -27,4 +27,4 @@ def test_counted_by_kind_logged_once_a_minute_per_kind(caplog: pytest.LogCapture
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
     assert "image a.png: another endpoint" in lines[0] and "alias" in lines[1]
-    assert "image b.png: expired (2 more since the last such warning)" in lines[2]
+    assert "image b.png: expired (and 2 more like it in the last 60 s)" in lines[2]
