@@ -46,7 +46,6 @@ def _page() -> tuple[bytes, str]:
 async def get_dashboard(request: web.Request) -> web.Response:
     body, policy = _page()
     return web.Response(body=body, content_type="text/html", charset="utf-8", headers={
-        "Cache-Control": "no-store",
         "Content-Security-Policy": policy,
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",

@@ -1,7 +1,7 @@
 """/admin/stats, /admin/stats/reset and /admin/cache/clear (admin token required).
 
 These handlers live in the admin sub-app: app-level keys are read through
-``request.config_dict``.
+``request.config_dict``, and its ``no_store`` middleware marks every answer.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from gateway.errors import BadRequest
 from gateway.observe.report import build_report
 from gateway.web.keys import PARTS
 
-NO_STORE = {"Cache-Control": "no-store"}
-
 
 async def get_stats(request: web.Request) -> web.Response:
     raw = request.query.get("top", "10")
@@ -23,13 +21,13 @@ async def get_stats(request: web.Request) -> web.Response:
     aggregate = await hub.aggregate()
     report = build_report(aggregate, await hub.baseline(), request.config_dict[PARTS].config,
                           top=int(raw))
-    return web.json_response(report, headers=NO_STORE)
+    return web.json_response(report)
 
 
 async def reset_stats(request: web.Request) -> web.Response:
     baseline = await request.config_dict[PARTS].hub.reset()
     return web.json_response({"success": True, "since": round(baseline.at, 3),
-                              "generation": baseline.generation}, headers=NO_STORE)
+                              "generation": baseline.generation})
 
 
 async def clear_cache(request: web.Request) -> web.Response:
@@ -41,7 +39,7 @@ async def clear_cache(request: web.Request) -> web.Response:
         "cleared": {"memory_entries": memory, "disk_entries": disk},
         "other_workers": ("told to clear theirs within "
                           f"{hub.publish_interval:g} s") if hub.shared else "none",
-    }, headers=NO_STORE)
+    })
 
 
 def add_routes(admin: web.Application) -> None:
