@@ -3,6 +3,7 @@ gateway subprocesses and picture bytes. The machinery is in tests/support/.
 
     redis_server   session  RedisServer: .url .port stop() start() kill() pause() resume()
     redis_url      function "redis://127.0.0.1:N/0" of an empty, running redis_server
+    redis          function an asyncio redis client of redis_url
     s3_server      session  S3Server: .endpoint; AWS_* set to the dummy "testing" keys
     s3             function S3Bucket, a fresh bucket: .bucket .endpoint .put() .delete()
                             .get() .presign() .env()
@@ -16,10 +17,11 @@ gateway subprocesses and picture bytes. The machinery is in tests/support/.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.support.gateway_process import GatewayProcess
 from tests.support.images import make_image as _make_image
@@ -36,6 +38,14 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client of that empty Redis, for tests that read or write it directly."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

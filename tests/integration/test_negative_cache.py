@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 from redis.asyncio import Redis
 
 from gateway.cluster.redis import keys_for
@@ -25,12 +23,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 N = 400
 OLD_COST_PER_MISS = 1000  # bytes of Redis memory a miss used to leave (URL + marker)
 
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 class Monitor:

@@ -10,7 +10,7 @@ same S3 must see no GET.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,6 @@ FALLBACK = (ASSETS / "default_pfp.png").read_bytes()
 HTML = b"<!doctype html><html><script>document.cookie</script></html>"
 S3_SECRET = "testing"  # s3_config's secret access key
 
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

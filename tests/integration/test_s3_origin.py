@@ -7,7 +7,6 @@ import time
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 
 from gateway.cluster.redis import keys_for
 from tests.support.images import noise_png as png
@@ -18,12 +17,6 @@ KEY_TTL_MAX = 3000
 # not used at all (StoredUrlCheck).
 CREDENTIAL = "testing%2F20300101%2Fus-east-1%2Fs3%2Faws4_request"
 
-
-@pytest.fixture
-async def redis(redis_url):
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -139,12 +139,6 @@ def link(make_link: MakeLink) -> RedisLink:
     return make_link()
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
 
 @pytest.fixture
 async def make_service(make_tiers: MakeTiers, origin: FakeOrigin,
