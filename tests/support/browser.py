@@ -227,17 +227,31 @@ class Browser:
         return str(await self.evaluate(
             f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent || ''"))
 
-    async def click(self, selector: str) -> None:
-        """Real mouse events at the centre of the element (scrolled into view)."""
-        box = await self.evaluate(f"""(() => {{
-            const el = document.querySelector({json.dumps(selector)});
-            if (!el) return null;
+    async def click(self, selector: str, timeout: float = 10.0) -> None:
+        """Real mouse events at the centre of the element (scrolled into view).
+
+        The page keeps rendering after load (the dashboard fills its panels when the
+        first stats arrive), so the centre is taken only once the element has stayed
+        in place for two animation frames and is what the mouse would hit there: a
+        click computed before a layout shift lands on another element.
+        """
+        sel = json.dumps(selector)
+        box = await self.wait_for(f"""new Promise((done) => {{
+            const el = document.querySelector({sel});
+            if (!el) return done(null);
             el.scrollIntoView({{block: "center"}});
-            const r = el.getBoundingClientRect();
-            return [r.left + r.width / 2, r.top + r.height / 2, r.width, r.height];
-        }})()""")
-        if not box or box[2] == 0 or box[3] == 0:
-            raise BrowserError(f"{selector} is not on the page or not visible")
+            const at = () => {{ const r = el.getBoundingClientRect();
+                               return [r.left + r.width / 2, r.top + r.height / 2,
+                                       r.width, r.height]; }};
+            const first = at();
+            requestAnimationFrame(() => requestAnimationFrame(() => {{
+                const now = at();
+                const hit = document.elementFromPoint(now[0], now[1]);
+                const still = now.every((v, i) => Math.abs(v - first[i]) < 0.5);
+                done(still && now[2] > 0 && now[3] > 0 && hit && el.contains(hit)
+                     ? now : null);
+            }}));
+        }})""", timeout)
         x, y = box[0], box[1]
         await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         for kind in ("mousePressed", "mouseReleased"):
@@ -246,7 +260,12 @@ class Browser:
 
     async def type_into(self, selector: str, text: str) -> None:
         await self.click(selector)
+        sel = json.dumps(selector)
+        await self.wait_for(f"document.activeElement === document.querySelector({sel})")
         await self.send("Input.insertText", text=text)
+        typed = await self.evaluate(f"document.querySelector({sel}).value")
+        if typed != text:
+            raise BrowserError(f"typed {text!r} into {selector}, it holds {typed!r}")
 
     async def screenshot(self, path: Path, full_page: bool = True) -> Path:
         params: dict[str, Any] = {"format": "png"}
