@@ -43,12 +43,9 @@ class ByteLRU(Generic[K, V]):
         """The value of ``key``, without making it more recently used."""
         return self._entries.get(key)
 
-    def use(self, key: K) -> V | None:
-        """The value of ``key``, made the most recently used (one lookup: the hot path)."""
-        value = self._entries.get(key)
-        if value is not None:
-            self._entries.move_to_end(key)
-        return value
+    def used(self, key: K) -> None:
+        """Make ``key``, just read with ``get``, the most recently used."""
+        self._entries.move_to_end(key)
 
     def touch(self, key: K) -> None:
         """Make ``key`` the most recently used, if present."""

@@ -41,7 +41,7 @@ class MemoryCache:
         if self._clock() > blob.meta.expires_at + self.max_stale:
             self._entries.pop(key)
             return None
-        self._entries.touch(key)
+        self._entries.used(key)
         return blob
 
     def fresh(self, key: str, now: float) -> Blob | None:
@@ -50,7 +50,7 @@ class MemoryCache:
         blob = self._entries.get(key)
         if blob is None or blob.meta.expires_at <= now:
             return None
-        self._entries.use(key)
+        self._entries.used(key)
         return blob
 
     async def get(self, key: str) -> Blob | None:

@@ -8,46 +8,45 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
 from gateway.errors import BadRequest, GatewayError
 from gateway.model import Layer, validate_key, validate_user_id
+from gateway.web.edge import Routes
+from gateway.web.errors import error_response
 from gateway.web.keys import PARTS
-from gateway.web.middlewares import error_response
 from gateway.web.paths import admin_key
 from gateway.web.variants import upload_image
 
 
-def bearer_auth(token: str) -> Middleware:
+def admin_guard(token: str) -> Callable[[Handler], Handler]:
+    """Around each admin handler: the bearer token (compared in constant time), and
+    ``Cache-Control: no-store`` on every answer: stats, purge results and the
+    dashboard are each true once. (Error answers are no-store already.)"""
     expected = token.encode()
 
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "GET" and request.path.rstrip("/") == "/admin/dashboard":
-            return await handler(request)  # the page itself holds no data; its calls do
-        header = request.headers.get("Authorization", "")
-        scheme, _, supplied = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(
-            supplied.strip().encode(), expected)
-        if not ok:
-            response = error_response(401, "unauthorized")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="image-gateway admin"'
+    def guard(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            # The dashboard page holds no data; the calls it makes do.
+            if request.method != "GET" or request.path.rstrip("/") != "/admin/dashboard":
+                header = request.headers.get("Authorization", "")
+                scheme, _, supplied = header.partition(" ")
+                if not (scheme.lower() == "bearer" and hmac.compare_digest(
+                        supplied.strip().encode(), expected)):
+                    refusal = error_response(401, "unauthorized")
+                    refusal.headers["WWW-Authenticate"] = 'Bearer realm="image-gateway admin"'
+                    return refusal
+            response = await handler(request)
+            response.headers["Cache-Control"] = "no-store"
             return response
-        return await handler(request)
 
-    return auth
+        return guarded
 
-
-@web.middleware
-async def no_store(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """No admin answer is for a cache: stats, purge results and the dashboard are each
-    true once. (Error answers are no-store already.)"""
-    response = await handler(request)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return guard
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -120,10 +119,10 @@ async def prefetch(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "requested": len(unique), **counts})
 
 
-def add_routes(admin: web.Application) -> None:
+def add_routes(routes: Routes) -> None:
     # The key is read from the raw path (web/paths.py), whatever it holds.
-    admin.router.add_delete(r"/images/{image_id:[\s\S]+}", purge_image)
-    admin.router.add_put(r"/images/{image_id:[\s\S]+}", upload_image)
-    admin.router.add_put("/users/{user_id}", put_alias)
-    admin.router.add_delete("/users/{user_id}", delete_alias)
-    admin.router.add_post("/prefetch", prefetch)
+    routes.delete(r"/images/{image_id:[\s\S]+}", purge_image)
+    routes.put(r"/images/{image_id:[\s\S]+}", upload_image)
+    routes.put("/users/{user_id}", put_alias)
+    routes.delete("/users/{user_id}", delete_alias)
+    routes.post("/prefetch", prefetch)

@@ -20,7 +20,6 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -55,13 +54,12 @@ from gateway.variants.service import VariantService
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
 from gateway.web import dashboard, handlers, stats_view
-from gateway.web.admin import bearer_auth, no_store
+from gateway.web.admin import admin_guard
 from gateway.web.clientaddr import ClientAddress
+from gateway.web.edge import Edge, Gate, Routes, signature_check
 from gateway.web.keys import PARTS, Parts
-from gateway.web.middlewares import errors, require_signature
-from gateway.web.observability import metrics, observe
+from gateway.web.observability import Observer, metrics
 from gateway.web.ratelimit import TokenBuckets, rate_limit
-from gateway.web.responses import common_headers
 from gateway.web.signing import UrlSigner
 
 log = logging.getLogger(__name__)
@@ -150,9 +148,8 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
                    shared_dir=os.environ.get(SHARED_DIR_ENV) or None, on_clear=clear_caches,
                    figures=figures)
 
-    app = web.Application(middlewares=_middlewares(config, recorder, stats),
-                          client_max_size=MAX_BODY)
-    app[PARTS] = Parts(
+    app = web.Application(client_max_size=MAX_BODY)
+    parts = app[PARTS] = Parts(
         config=config, service=service, cache=cache, variants=variants,
         invalidator=invalidator, aliases=aliases, stats=stats, hub=hub, health=health,
         redis_health=link.health,
@@ -168,37 +165,41 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
 
     app.cleanup_ctx.append(run_hub)
     app.on_shutdown.append(draining)
-    app.on_response_prepare.append(common_headers)
-    _routes(app, config)
+    _routes(app, config, Observer(recorder, stats), parts)
     return app
 
 
-def _middlewares(config: Config, recorder: Recorder, stats: Stats) -> list[Middleware]:
-    # Outermost first: observe sees the final answer, after errors made it JSON.
-    middlewares: list[Middleware] = [observe(recorder, stats), errors]
+def _routes(app: web.Application, config: Config, observer: Observer, parts: Parts) -> None:
+    # Every handler behind the edge (web/edge.py); no app has middlewares, so aiohttp
+    # runs none of its middleware machinery on the hot path.
+    edge = Edge(observer)
+    public: list[Gate] = []
     if config.limits.rate > 0:
-        middlewares.append(rate_limit(
+        public.append(rate_limit(
             TokenBuckets(config.limits.rate, config.limits.burst, config.limits.max_clients),
             ClientAddress(config.server.trusted_proxies)))
+    images: list[Gate] = list(public)
     if config.signing.required:
-        middlewares.append(require_signature(UrlSigner(config.signing.keys)))
-    return middlewares
-
-
-def _routes(app: web.Application, config: Config) -> None:
+        images.append(signature_check(UrlSigner(config.signing.keys)))
+    routes = Routes(app, edge, public)
     # One route: which of the three /images/ routes a URL names is decided on its raw
     # path (web/paths.py), never on aiohttp's decoded one. [\s\S]: a key may decode
     # to anything (a newline too), and it is the handler that answers 400, not a 404.
-    app.router.add_get(r"/images/{image_id:[\s\S]+}", handlers.images)
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", metrics, allow_head=False)
+    routes.get(r"/images/{image_id:[\s\S]+}", handlers.images_handler(parts), gates=images)
+    # Probes and scrapes are never rate limited.
+    routes.get("/healthz", handlers.healthz, gates=())
+    routes.get("/readyz", handlers.readyz, gates=())
+    routes.get("/metrics", metrics, allow_head=False, gates=())
     if config.admin.token:  # no token, no admin surface at all (404, not 401)
-        admin = web.Application(middlewares=[no_store, bearer_auth(config.admin.token)])
-        admin_routes.add_routes(admin)
-        stats_view.add_routes(admin)
-        dashboard.add_routes(admin)
+        admin = web.Application()
+        guarded = Routes(admin, edge, public, label_prefix="/admin",
+                         guard=admin_guard(config.admin.token))
+        admin_routes.add_routes(guarded)
+        stats_view.add_routes(guarded)
+        dashboard.add_routes(guarded)
+        guarded.catch_all()
         app.add_subapp("/admin/", admin)
+    routes.catch_all()
 
 
 def _redis(config: Config, stack: contextlib.AsyncExitStack,

@@ -1,6 +1,6 @@
 """GET /admin/dashboard: one self-contained HTML page (inline CSS and JS).
 
-The page holds no data, so the admin middleware lets it through without a
+The page holds no data, so the admin guard lets it through without a
 token; everything it shows comes from /admin/stats with the token the operator
 types once (kept in sessionStorage: gone when the tab closes). Its Content
 Security Policy allows exactly its own inline script and style (by hash) and
@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 
 from aiohttp import web
+
+from gateway.web.edge import Routes
 
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
 
@@ -53,5 +55,5 @@ async def get_dashboard(request: web.Request) -> web.Response:
     })
 
 
-def add_routes(admin: web.Application) -> None:
-    admin.router.add_get("/dashboard", get_dashboard)
+def add_routes(routes: Routes) -> None:
+    routes.get("/dashboard", get_dashboard)

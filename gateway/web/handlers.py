@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.model import Served
-from gateway.web.keys import IMAGE_KEY, PARTS, ROUTE
-from gateway.web.paths import IMAGES, Route, image_path, raw_tail, route_of
+from gateway.web.keys import IMAGE_KEY, PARTS, ROUTE, Parts
+from gateway.web.paths import Route, image_path, image_route
 from gateway.web.responses import answer_cache_control, image_response
 from gateway.web.variants import variant_image, variant_spec
 
 
-async def images(request: web.Request) -> web.StreamResponse:
-    """Every GET/HEAD under /images/: the route is decided on the raw path."""
-    path = route_of(raw_tail(request, IMAGES))
-    request[ROUTE] = path.route.value
-    if path.route is Route.USER:
-        return await _user_image(request, path.name)
-    if path.route is Route.URL:
+def images_handler(parts: Parts) -> Handler:
+    """Every GET/HEAD under /images/: the route is decided on the raw path.
+
+    A memory hit of an original (no query) is the hot path: a cached route, one
+    dict lookup in the memory tier, no coroutine below this one."""
+    service = parts.service
+    http = parts.config.http
+    usual = http.cache_control
+    send_timeout = parts.config.server.send_timeout
+
+    async def images(request: web.Request) -> web.StreamResponse:
+        path = image_route(request.raw_path)
+        route = path.route
+        request[ROUTE] = route  # a str: Enum.value is a slow descriptor on this path
+        if route is Route.OBJECT:
+            key = path.name
+            request[IMAGE_KEY] = key
+            if request.query_string:
+                return await _image(request, key)
+            served = service.from_memory(key) or await service.get(key)
+            cache_control = answer_cache_control(served.layer, http, usual)
+            return image_response(request, served, cache_control, send_timeout)
+        if route is Route.USER:
+            return await _user_image(request, path.name)
         if request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ["GET"])
         return await _image_url(request, path.name)
-    request[IMAGE_KEY] = path.name
-    return await _image(request, path.name)
+
+    return images
 
 
 async def _image(request: web.Request, key: str) -> web.StreamResponse:

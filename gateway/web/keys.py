@@ -40,7 +40,7 @@ class Parts:
 PARTS = web.AppKey("parts", Parts)
 
 #: The layer an image answer came from (set where the response is made), read by the
-#: metrics middleware: nothing re-reads X-Cache to learn what the service did.
+#: edge's Observer: nothing re-reads X-Cache to learn what the service did.
 ANSWER_LAYER = web.RequestKey("answer_layer", Layer)
 
 #: The route an /images/ path names (web/paths.py), set once the raw path is parsed:

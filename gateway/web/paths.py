@@ -75,12 +75,33 @@ def image_path(key: str) -> str:
 def raw_tail(request: web.BaseRequest, prefix: str) -> str:
     """What follows ``prefix`` in the request target as the client sent it (still
     percent-encoded, without the query)."""
-    target = request.raw_path.partition("?")[0]
+    return _tail(request.raw_path, prefix)
+
+
+def _tail(raw_path: str, prefix: str) -> str:
+    target = raw_path.partition("?")[0]
     if not target.startswith("/"):  # absolute-form (RFC 9112 3.2.2): drop scheme://host
         target = "/" + target.partition("://")[2].partition("/")[2]
     if not target.startswith(prefix):  # e.g. /%69mages/...: one spelling per URL
         raise BadRequest(f"invalid path: must start with {prefix}")
     return target[len(prefix):]
+
+
+_by_target: dict[str, ImagePath] = {}
+_BY_TARGET_MAX = 4096
+
+
+def image_route(raw_path: str) -> ImagePath:
+    """``route_of`` the tail of an ``/images/`` request target, found by the target
+    as sent (query included) in one dict lookup when it was seen before: the hot path
+    skips even the split. Emptied when full, which costs a re-parse per path."""
+    found = _by_target.get(raw_path)
+    if found is None:
+        found = route_of(_tail(raw_path, IMAGES))
+        if len(_by_target) >= _BY_TARGET_MAX:
+            _by_target.clear()
+        _by_target[raw_path] = found
+    return found
 
 
 def admin_key(request: web.BaseRequest) -> str:

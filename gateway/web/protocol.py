@@ -2,7 +2,7 @@
 
 A request that aiohttp's HTTP parser refuses (a malformed request line, a header
 with a control character, a line over ``server.max_line_size``) never reaches the
-app or its middlewares: ``RequestHandler.handle_error`` answers it, with a
+app or its edge: ``RequestHandler.handle_error`` answers it, with a
 text/plain body quoting the refused bytes back, aiohttp's own ``Server`` header,
 and a logged traceback for every one. aiohttp offers no setting or signal for these
 answers (aio-libs/aiohttp#3287), so the connections are made by a RequestHandler
@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError, LineTooLong
 
 from gateway.observe.throttle import Throttled
-from gateway.web.middlewares import error_response
+from gateway.web.errors import error_response
 
 log = logging.getLogger(__name__)
 

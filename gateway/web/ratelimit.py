@@ -13,10 +13,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from gateway.web.clientaddr import ClientAddress
-from gateway.web.middlewares import error_response
+from gateway.web.edge import Gate
+from gateway.web.errors import error_response
 
 
 class TokenBuckets:
@@ -50,18 +50,17 @@ class TokenBuckets:
         return wait
 
 
-def rate_limit(buckets: TokenBuckets, addresses: ClientAddress,
-               exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")) -> Middleware:
-    @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in exempt:
-            return await handler(request)
+def rate_limit(buckets: TokenBuckets, addresses: ClientAddress) -> Gate:
+    """The edge check of every route but the probes and /metrics (chosen where the
+    routes are added): 429 with Retry-After once a client's bucket is empty."""
+
+    def limit(request: web.Request) -> web.StreamResponse | None:
         client = addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
         wait = buckets.take(client)
-        if wait > 0:
-            response = error_response(429, "too many requests")
-            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-            return response
-        return await handler(request)
+        if wait <= 0:
+            return None
+        response = error_response(429, "too many requests")
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
 
     return limit

@@ -15,10 +15,9 @@ from multidict import CIMultiDict
 from gateway.config import HttpConfig
 from gateway.model import Blob, Layer, Served
 from gateway.web.conditional import is_not_modified
+from gateway.web.errors import SERVER
 from gateway.web.keys import ANSWER_LAYER
 
-# aiohttp sets Server only when absent: ours names no versions for scanners to match.
-SERVER = "image-gateway"
 SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 _SENDFILE_CHUNK = 256 * 1024
 
@@ -27,7 +26,7 @@ _SENDFILE_CHUNK = 256 * 1024
 # build each set once (formatting the HTTP date alone costs microseconds). An entry
 # is ~1.8 KB: 2048 of them (~3.5 MB) cover the hot set; cold pictures rebuild theirs.
 @functools.lru_cache(maxsize=2048)
-def _entity_headers(etag: str, last_modified: int, content_type: str, layer: str,
+def _entity_headers(etag: str, last_modified: int, content_type: str, layer: Layer,
                     cache_control: str, vary: str | None
                     ) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
     """The headers of a 304 and of a 200 (which adds Content-Type; aiohttp adds the
@@ -36,7 +35,7 @@ def _entity_headers(etag: str, last_modified: int, content_type: str, layer: str
         "ETag": etag,
         "Last-Modified": formatdate(last_modified, usegmt=True),
         "Cache-Control": cache_control,
-        "X-Cache": layer,
+        "X-Cache": layer.value,
         "X-Content-Type-Options": "nosniff",
         "Server": SERVER,
     })
@@ -60,21 +59,13 @@ def answer_cache_control(layer: Layer, http: HttpConfig, usual: str) -> str:
     return usual
 
 
-async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every answer, whoever made it (a handler, the router, a
-    middleware), names no framework version and forbids sniffing."""
-    headers = response.headers
-    headers["Server"] = SERVER  # aiohttp has set its own by now
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-
-
 def image_response(request: web.Request, served: Served, cache_control: str,
                    send_timeout: float = 60.0, vary: str | None = None) -> web.StreamResponse:
     entry = served.entry
     meta = entry.meta
     request[ANSWER_LAYER] = served.layer
     not_modified, full = _entity_headers(meta.etag, meta.last_modified, meta.content_type,
-                                         served.layer.value, cache_control, vary)
+                                         served.layer, cache_control, vary)
     request_headers = request.headers
     if is_not_modified(request_headers.get("If-None-Match"),
                        request_headers.get("If-Modified-Since"), meta):

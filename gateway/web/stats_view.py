@@ -1,7 +1,7 @@
 """/admin/stats, /admin/stats/reset and /admin/cache/clear (admin token required).
 
 These handlers live in the admin sub-app: app-level keys are read through
-``request.config_dict``, and its ``no_store`` middleware marks every answer.
+``request.config_dict``, and its guard (web/admin.py) marks every answer no-store.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.errors import BadRequest
 from gateway.observe.report import build_report
+from gateway.web.edge import Routes
 from gateway.web.keys import PARTS
 
 
@@ -42,7 +43,7 @@ async def clear_cache(request: web.Request) -> web.Response:
     })
 
 
-def add_routes(admin: web.Application) -> None:
-    admin.router.add_get("/stats", get_stats, allow_head=False)
-    admin.router.add_post("/stats/reset", reset_stats)
-    admin.router.add_post("/cache/clear", clear_cache)
+def add_routes(routes: Routes) -> None:
+    routes.get("/stats", get_stats, allow_head=False)
+    routes.post("/stats/reset", reset_stats)
+    routes.post("/cache/clear", clear_cache)

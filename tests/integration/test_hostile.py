@@ -220,8 +220,9 @@ def _admin_routes(app: web.Application) -> set[tuple[str, str]]:
     for resource in app.router.resources():
         if isinstance(resource, web.PrefixedSubAppResource):
             sub = resource.get_info()["app"]
+            # HEAD goes with GET; "*" is the catch-all that answers 404/405 (web/edge.py)
             found |= {(r.method, r.resource.canonical) for r in sub.router.routes()
-                      if r.method != "HEAD" and r.resource is not None}
+                      if r.method not in ("HEAD", "*") and r.resource is not None}
     return found
 
 
