@@ -82,8 +82,9 @@ class Counted:
         return _Marks(_size(self.gateway_log), _size(self.nginx_log),
                       len(self.proxy.requests()))
 
-    def since(self, mark: _Marks) -> tuple[int, int, int, int]:
-        """(picture requests, old-API calls, conditional/304, gateway origin GETs)."""
+    def since(self, mark: _Marks, layers: dict[str, int]) -> tuple[int, int, int, int]:
+        """(picture requests, old-API calls, conditional/304, gateway origin GETs); the
+        gateway's X-Cache answers to the browser are added up in ``layers``."""
         images = api = not_modified = origin = 0
         for line in _lines_from(self.gateway_log, mark.gateway):
             record = _json(line)
@@ -94,6 +95,8 @@ class Counted:
                 continue
             images += 1
             not_modified += record.get("status") == 304
+            layer = str(record.get("layer", "-"))
+            layers[layer] = layers.get(layer, 0) + 1
         for line in _lines_from(self.nginx_log, mark.nginx):
             status, _, uri = line.partition(" ")
             if uri.startswith("/api/"):
@@ -162,6 +165,17 @@ class Driver:
                     if resp.status != 200:
                         raise RuntimeError(f"purge of {image_id}: {resp.status}")
 
+    async def warm_workers(self, rounds: int = 6) -> None:
+        """Each worker has its own memory: after (b) a picture is in the memory of the one
+        worker that fetched it. A gateway that has served a while holds it in every
+        worker; new connections (SO_REUSEPORT spreads them) get there."""
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for _ in range(rounds):
+                for image_id in self.ids:
+                    async with http.get(f"{self.gateway_url}/images/{image_id}") as resp:
+                        await resp.read()
+
     async def empty_cache(self) -> None:
         await self.browser.send("Network.clearBrowserCache")
 
@@ -175,10 +189,11 @@ class Driver:
             await self.browser.goto(url)
         done = await self.browser.wait_for("window.friendsDone", timeout=60)
         await asyncio.sleep(0.2)  # the last access-log lines reach their files
-        images, api, not_modified, origin = self.counted.since(mark)
+        layers: dict[str, int] = {}
+        images, api, not_modified, origin = self.counted.since(mark, layers)
         return PageLoad(ms=float(done["ms"]), failed=int(done["failed"]), image_requests=images,
                         api_calls=api, not_modified=not_modified, origin_gets=origin,
-                        pictures=len(self.ids))
+                        pictures=len(self.ids), layers=layers)
 
     async def one_round(self, static_url: str, api_url: str) -> dict[str, PageLoad]:
         out: dict[str, PageLoad] = {}
@@ -186,6 +201,7 @@ class Driver:
         await self.purge_all()
         await self.empty_cache()
         out["cold"] = await self.load(gateway_page)
+        await self.warm_workers()
         await self.empty_cache()
         out["warm"] = await self.load(gateway_page)
         out["reload"] = await self.load(None)

@@ -99,6 +99,10 @@ def browser_rows(results: Results) -> list[Row]:
         elif key == "reload":
             target = "no request reaches the gateway"
             met = all(load.requests == 0 for load in scenario.loads)
+        layers = scenario.loads[-1].layers
+        if layers:
+            counts += "; gateway X-Cache (last run): " + ", ".join(
+                f"{k} {v}" for k, v in sorted(layers.items()))
         rows.append(Row(f"browser, {headline.pictures} avatars: {scenario.title}",
                         f"{value:.0f} ms", counts=f"{counts}; each run (ms): {runs}",
                         ratio=ratio, target=target, met=met))
@@ -144,6 +148,9 @@ def notes(results: Results) -> list[str]:
             f"`Cache-Control: max-age={headline.max_age}`, so (e) waits "
             f"{headline.max_age + 1} s instead of 45 minutes; (b) and (a) cold purge the "
             "50 pictures first (admin API: bytes, URL and metadata), and the browser "
-            "cache is emptied (`Network.clearBrowserCache`) before (a), (b), (c) and (f).",
+            "cache is emptied (`Network.clearBrowserCache`) before (a), (b), (c) and (f). "
+            "Between (b) and (c) the bench GETs each picture a few times over new "
+            "connections, so that every worker (each has its own memory) holds it, as in "
+            "a gateway that has served a while; the X-Cache counts show what answered.",
         ]
     return lines

@@ -64,6 +64,7 @@ class PageLoad:
     not_modified: int    # requests answered 304 (or sent conditionally to S3)
     origin_gets: int     # requests the gateway sent to S3 meanwhile
     pictures: int = 50
+    layers: dict[str, int] = field(default_factory=dict)  # the gateway's X-Cache answers
 
     @property
     def requests(self) -> int:
