@@ -469,4 +469,8 @@ def summary_text(results: Results) -> str:
     lines.append("")
     for t in targets(results):
         lines.append(f"{_met(t.met).strip('*'):>8}  {t.what}: {t.measured} (goal {t.goal})")
+    for row in peer_rows(results) + browser_rows(results):
+        if row.met is not None:
+            lines.append(f"{_met(row.met).strip('*'):>8}  {row.what}: {row.figure}, "
+                         f"{row.ratio} (goal {row.target})")
     return "\n".join(lines)
