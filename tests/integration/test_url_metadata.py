@@ -6,6 +6,7 @@ moto S3 behind the counting proxy."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -134,3 +135,16 @@ async def test_hostile_values_in_redis_are_counted_and_not_used(
     assert await metric(client, 'gateway_redis_values_rejected_total{kind="known"}') == 1
     await url_of(client, "h.png")  # the probe's own answer replaced it
     assert s3_proxy.total() == 1
+
+
+async def test_a_new_url_lifetime_probes_again(gateway_client: Any, s3_config: Any,
+                                                s3: Any, s3_proxy: Any, redis_url: str) -> None:
+    s3.put("life.png", png(7))
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url, redis={"url": redis_url},
+                                            presign={"cache_ttl": 2}))
+    await url_of(client, "life.png")
+    await url_of(client, "life.png")
+    assert s3_proxy.total() == 1
+    await asyncio.sleep(2.2)  # the stored URL, and what was learned with it, are gone
+    await url_of(client, "life.png")
+    assert s3_proxy.total() == 2
