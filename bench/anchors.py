@@ -12,6 +12,7 @@ from tests.support.nginx import SHIPPED_CONF, NginxServer, render_nginx_conf
 HERE = Path(__file__).parent
 STATIC_CONF = HERE / "nginx-static.conf"
 S3_CACHE_CONF = HERE / "nginx-s3-cache.conf"
+BROWSER_CONF = HERE / "nginx-browser.conf"
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
@@ -55,4 +56,15 @@ def shipped_nginx(dir_: Path, *, port: int, upstream: str, workers: int,
                           conf, flags=re.MULTILINE)
         if n == 0:
             raise ValueError("bench: no access_log line found in the rendered nginx.conf")
+    return NginxServer(conf, dir_)
+
+
+def browser_nginx(dir_: Path, *, port: int, pages: Path, root: Path, gateway_port: int,
+                  max_age: int) -> NginxServer:
+    """bench/nginx-browser.conf: the friends page, the pictures as static files, and the
+    old API passed to the gateway (bench/browser_headline.py)."""
+    conf = _fill(BROWSER_CONF.read_text(), {
+        "DIR": str(dir_.resolve()), "PORT": str(port), "PAGES": str(pages.resolve()),
+        "ROOT": str(root.resolve()), "GATEWAY_PORT": str(gateway_port),
+        "MAX_AGE": str(max_age)})
     return NginxServer(conf, dir_)

@@ -4,6 +4,7 @@ the commands. The "Profile and changes" section is kept from the existing file
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import re
@@ -15,8 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import report_peers, table
 from bench.procs import MB, MiB
+from bench.report_peers import browser_rows, peer_rows
 from bench.results import REPO_ROOT, Measure, Results
+from bench.table import Row, Section, wrk_row
 
 PROFILE_HEADING = "## Profile and changes"
 PROFILE_PLACEHOLDER = """\
@@ -168,42 +172,41 @@ SCENARIO_ROWS = [
 ]
 
 
-def _scenario_table(results: Results, goals: list[Target]) -> list[str]:
-    lines = [
-        "| scenario | req/s | p50 | p99 | errors / non-2xx | anchor | ratio | target | met |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
-    ]
+def _scenario_rows(results: Results) -> list[Row]:
+    goals = targets(results)
+    rows: list[Row] = []
     anchor_names = {"proxy_cache": "nginx proxy_cache", "static": "nginx static"}
     for key, anchor, goal, decides in SCENARIO_ROWS:
         measure: Measure | None = results.measures.get(key)
         if measure is None:
             continue
-        w = measure.wrk
         ratio = _ratio(results, key, anchor) if anchor else None
         met: bool | None = None
         if decides:
             flags = [t.met for t in goals if t.what.startswith(decides[0])]
             met = None if any(f is None for f in flags) else all(flags)
-        rps = f"{w.rps:,.0f}"
-        if len(measure.runs) > 1:
-            rps += " (" + " / ".join(f"{r.rps:,.0f}" for r in measure.runs) + ")"
-        lines.append(
-            f"| {measure.title} | {rps} | {_ms(w.p50_ms)} | {_ms(w.p99_ms)} "
-            f"| {w.socket_errors} / {w.non_2xx} "
-            f"| {anchor_names.get(anchor or '', '-')} "
-            f"| {f'{ratio:.2f}x' if ratio is not None else '-'} | {goal} | {_met(met)} |")
+        rows.append(wrk_row(measure, "-" if ratio is None else
+                            f"{ratio:.2f}x {anchor_names.get(anchor or '', '-')}", goal, met))
+    return rows
+
+
+def _burst_rows(results: Results) -> list[Row]:
     burst = results.burst
-    if burst is not None:
-        burst_met = results.burst_origin_gets == 1
-        errors = sum(burst.errors.values())
-        non_2xx = sum(v for k, v in burst.statuses.items() if not 200 <= k < 300)
-        lines.append(
-            f"| cold burst: {burst.requests} concurrent GETs of one new image "
-            f"| {burst.requests / burst.wall_s:,.0f} (all done in {burst.wall_s * 1000:.0f} ms) "
-            f"| {burst.percentile(50):.0f} ms | {burst.percentile(99):.0f} ms "
-            f"| {errors} / {non_2xx} | - | - "
-            f"| 1 origin GET (got {results.burst_origin_gets}) | {_met(burst_met)} |")
-    return lines
+    if burst is None:
+        return []
+    errors = sum(burst.errors.values())
+    non_2xx = sum(v for k, v in burst.statuses.items() if not 200 <= k < 300)
+    return [Row(f"cold burst: {burst.requests} concurrent GETs of one new image",
+                f"{burst.requests / burst.wall_s:,.0f} req/s (all done in "
+                f"{burst.wall_s * 1000:.0f} ms)",
+                f"{burst.percentile(50):.0f} ms", f"{burst.percentile(99):.0f} ms",
+                f"{errors} / {non_2xx}", "-",
+                f"1 origin GET (got {results.burst_origin_gets})",
+                results.burst_origin_gets == 1)]
+
+
+#: The sections of the one table, in order (bench/table.py): add a row or a section here.
+TABLE_SECTIONS: list[Section] = [_scenario_rows, _burst_rows, peer_rows, browser_rows]
 
 
 def _existing_profile_section(path: Path) -> str | None:
@@ -268,7 +271,7 @@ def render(results: Results, argv: list[str], profile_section: str | None) -> st
         *_busy_note(results),
         "## Scenarios",
         "",
-        *_scenario_table(results, goals),
+        *table.render(results, TABLE_SECTIONS),
         "",
         "Ratios are req/s over the anchor's req/s; the proxy_cache anchor is the mean of its "
         + ("two scenario medians" if s.rounds > 1 else "two runs")
@@ -279,6 +282,7 @@ def render(results: Results, argv: list[str], profile_section: str | None) -> st
         + " req/s). Latencies are wrk's (no coordinated-omission correction). "
         "\"errors\" are socket errors (connect/read/write/timeout), \"non-2xx\" responses "
         "outside 2xx/3xx.",
+        *report_peers.notes(results),
         "",
         "## Targets (issue 6)",
         "",
@@ -452,6 +456,8 @@ def as_json(results: Results) -> dict[str, Any]:
         "memory": {k: vars(v) | {"limit": results.memory_limits[k]}
                    for k, v in results.memory.items()},
         "targets": [vars(t) for t in targets(results)],
+        "peers": None if results.peers is None else dataclasses.asdict(results.peers),
+        "browser": None if results.browser is None else dataclasses.asdict(results.browser),
     }
 
 
@@ -463,4 +469,8 @@ def summary_text(results: Results) -> str:
     lines.append("")
     for t in targets(results):
         lines.append(f"{_met(t.met).strip('*'):>8}  {t.what}: {t.measured} (goal {t.goal})")
+    for row in peer_rows(results) + browser_rows(results):
+        if row.met is not None:
+            lines.append(f"{_met(row.met).strip('*'):>8}  {row.what}: {row.figure}, "
+                         f"{row.ratio} (goal {row.target})")
     return "\n".join(lines)

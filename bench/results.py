@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,64 @@ class Measure:
 
 
 @dataclass
+class PeerFigures:
+    """What the thumbor phase measured besides its wrk runs (those are Measures)."""
+
+    thumbor_version: str
+    first_ms: dict[str, list[float]] = field(default_factory=dict)  # server -> each
+    rss_rest: dict[str, int] = field(default_factory=dict)  # server -> bytes, one process
+    rss_after: dict[str, int] = field(default_factory=dict)
+
+    def first_median(self, server: str) -> float | None:
+        times = self.first_ms.get(server)
+        return statistics.median(times) if times else None
+
+
+@dataclass
+class PageLoad:
+    """One page view of the 50 avatars in Chromium."""
+
+    ms: float            # navigation start until the last picture loaded and decoded
+    failed: int          # pictures that did not load
+    image_requests: int  # picture requests that reached a server (gateway, S3, nginx)
+    api_calls: int       # GET /images/{id}/url calls (the old flow)
+    not_modified: int    # requests answered 304 (or sent conditionally to S3)
+    origin_gets: int     # requests the gateway sent to S3 meanwhile
+    pictures: int = 50
+    layers: dict[str, int] = field(default_factory=dict)  # the gateway's X-Cache answers
+
+    @property
+    def requests(self) -> int:
+        return self.image_requests + self.api_calls
+
+    @property
+    def from_cache(self) -> int:
+        """Pictures the browser cache answered without any request."""
+        return max(0, self.pictures - self.image_requests)
+
+
+@dataclass
+class BrowserScenario:
+    key: str
+    title: str
+    loads: list[PageLoad] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return float(statistics.median(getattr(load, attr) for load in self.loads))
+
+
+@dataclass
+class Headline:
+    """The seed's friend list of 50 avatars, each scenario run several times."""
+
+    pictures: int
+    runs: int
+    max_age: int
+    chromium: str
+    scenarios: dict[str, BrowserScenario] = field(default_factory=dict)
+
+
+@dataclass
 class Results:
     settings: Settings
     pictures: dict[str, float]
@@ -59,3 +118,5 @@ class Results:
     gateway_env: dict[str, dict[str, str]] = field(default_factory=dict)
     nginx_confs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    peers: PeerFigures | None = None      # thumbor and the one-process rows (--only thumbor)
+    browser: Headline | None = None       # the seed's headline in Chromium (--only browser)

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from bench import anchors, client, images, report, stack
+from bench import anchors, browser_headline, client, images, report, stack, thumbor_peer
 from bench.burst import run_burst
 from bench.images import Picture
 from bench.procs import RssSampler
@@ -94,31 +95,43 @@ class Runner:
         self.paths = paths
         self.results = results
 
-    def wrk(self, name: str, url: str, duration: float) -> WrkResult:
-        return run_wrk(name, url, PATHS_FILE, duration=duration, connections=self.s.connections,
+    def wrk(self, name: str, url: str, duration: float,
+            paths_file: Path = PATHS_FILE) -> WrkResult:
+        return run_wrk(name, url, paths_file, duration=duration, connections=self.s.connections,
                        threads=self.s.threads, mode=self.s.mode, out_dir=RUN_DIR)
 
-    def warm(self, name: str, url: str) -> None:
+    def warm(self, name: str, url: str, paths_file: Path = PATHS_FILE) -> None:
         if self.s.warm > 0:
-            self.wrk(f"{name}-warm", url, self.s.warm)
+            self.wrk(f"{name}-warm", url, self.s.warm, paths_file)
+
+    def measure_paths(self, key: str, title: str, server: str, url: str, paths: list[str],
+                      headers: tuple[str, ...] | None = ("X-Cache",)) -> Measure:
+        """``measure`` over other paths than the picture set's /images/{id} (a variant,
+        another server's URL scheme)."""
+        paths_file = RUN_DIR / f"paths-{key}.txt"
+        paths_file.write_text("".join(f"{p}\n" for p in paths))
+        return self.measure(key, title, server, url, headers, paths=paths,
+                            paths_file=paths_file)
 
     def measure(self, key: str, title: str, server: str, url: str,
                 headers: tuple[str, ...] | None = ("X-Cache",),
-                origin: FaultProxy | None = None) -> Measure:
+                origin: FaultProxy | None = None, paths: list[str] | None = None,
+                paths_file: Path = PATHS_FILE) -> Measure:
         """One wrk run of a scenario (warmed up the first time); with BENCH_ROUNDS > 1
         it is called once per round and the runs add up in one Measure."""
+        paths = self.paths if paths is None else paths
         measure = self.results.measures.get(key)
         if measure is None:
-            self.warm(key, url)
-        before = client.describe(client.sample_layers(url, self.paths, 200, headers)) \
+            self.warm(key, url, paths_file)
+        before = client.describe(client.sample_layers(url, paths, 200, headers)) \
             if headers else ""
         round_no = "" if measure is None else f" (round {len(measure.runs) + 1})"
         say(f"{title}{round_no}: wrk {self.s.duration:g} s, {self.s.connections} connections")
         gets_before = origin.gets() if origin is not None else 0
         name = key if measure is None else f"{key}-{len(measure.runs) + 1}"
-        result = self.wrk(name, url, self.s.duration)
+        result = self.wrk(name, url, self.s.duration, paths_file)
         gets = origin.gets() - gets_before if origin is not None else None
-        after = client.describe(client.sample_layers(url, self.paths, 200, headers)) \
+        after = client.describe(client.sample_layers(url, paths, 200, headers)) \
             if headers else ""
         if measure is None:
             measure = Measure(key, title, server, [result], before, after, gets)
@@ -134,7 +147,19 @@ class Runner:
         return measure
 
 
-def run(settings: Settings) -> Results:
+#: The scenario groups of a run, in order; ``python -m bench --only a,b`` runs some.
+SCENARIOS = ("memory", "disk", "thumbor", "browser")
+
+
+def _phase(name: str, only: frozenset[str]) -> Iterator[contextlib.ExitStack]:
+    """Once (a loop of one) if ``name`` was asked for, with a fresh ExitStack that
+    stops the phase's servers when the loop body ends or raises; else not at all."""
+    if name in only:
+        with contextlib.ExitStack() as phase:
+            yield phase
+
+
+def run(settings: Settings, only: frozenset[str] = frozenset(SCENARIOS)) -> Results:
     pictures = _prepare(settings)
     paths = [f"/images/{p.image_id}" for p in pictures]
     results = Results(settings, images.summary(pictures), started=time.time(),
@@ -167,7 +192,7 @@ def run(settings: Settings) -> Results:
                 raise RuntimeError(f"{name} did not serve the pictures right: {seen}")
 
         # ---- gateway with a large LRU ---------------------------------------------
-        with contextlib.ExitStack() as phase:
+        for phase in _phase("memory", only):
             name = "gateway-memory"
             env = gateway_env(settings, bucket, proxy, redis, name, settings.memory_max_bytes)
             results.gateway_env[name] = env
@@ -228,7 +253,7 @@ def run(settings: Settings) -> Results:
             results.memory[name] = sampler.unwatch(name)
 
         # ---- gateway with an LRU too small for the set --------------------------
-        with contextlib.ExitStack() as phase:
+        for phase in _phase("disk", only):
             name = "gateway-disk"
             env = gateway_env(settings, bucket, proxy, redis, name,
                               settings.disk_memory_max_bytes)
@@ -245,9 +270,37 @@ def run(settings: Settings) -> Results:
                 runner.measure("disk", "gateway, disk hits (LRU too small)", "gateway",
                                gw.url, origin=proxy)
             results.memory[name] = sampler.unwatch(name)
+        for phase in _phase("thumbor", only):
+            results.peers = thumbor_peer.PeersPhase(
+                say, lambda key, title, server, url, paths, headers=("X-Cache",):
+                runner.measure_paths(key, title, server, url, paths, headers),
+                lambda stack_, name: _one_worker_gateway(
+                    stack_, sampler, settings, bucket, proxy, redis, name)).run(phase, pictures)
+        for phase in _phase("browser", only):
+            results.browser = browser_headline.run_headline(
+                phase, say, settings, pictures, proxy,
+                lambda stack_, name, extra: _browser_gateway(
+                    stack_, sampler, settings, bucket, proxy, redis, name, extra))
     results.finished = time.time()
     results.load_end = os.getloadavg()
     return results
+
+
+def _one_worker_gateway(phase: contextlib.ExitStack, sampler: RssSampler, settings: Settings,
+                        bucket: S3Bucket, proxy: FaultProxy, redis: RedisServer, name: str
+                        ) -> tuple[str, int]:
+    env = gateway_env(settings, bucket, proxy, redis, name, settings.memory_max_bytes)
+    env["GATEWAY_SERVER_WORKERS"] = "1"
+    gw = stack.start_gateway(phase, sampler, name, env, 1)
+    return gw.url, gw.process.pid
+
+
+def _browser_gateway(phase: contextlib.ExitStack, sampler: RssSampler, settings: Settings,
+                     bucket: S3Bucket, proxy: FaultProxy, redis: RedisServer, name: str,
+                     extra: dict[str, str]) -> stack.Gateway:
+    env = gateway_env(settings, bucket, proxy, redis, name, settings.memory_max_bytes)
+    env.update(extra)
+    return stack.start_gateway(phase, sampler, name, env, settings.workers)
 
 
 def _check_served(seen: Counter[str], what: str, allowed: set[str]) -> None:
@@ -398,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
                              "and disk-hit scenarios, into bench/out/")
     parser.add_argument("--native", action="store_true",
                         help="with --profile: include native (C) frames")
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help="comma-separated scenario groups to run, of "
+                             f"{', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--results", default=str(RESULTS_MD),
                         help="where to write the results (default bench/RESULTS.md)")
     args = parser.parse_args(argv)
@@ -405,11 +461,14 @@ def main(argv: list[str] | None = None) -> int:
     _interrupt_on_sigterm()
     _raise_fd_limit()
     settings = Settings.from_env()
+    only = frozenset(name.strip() for name in args.only.split(",") if name.strip())
+    if not only or only - set(SCENARIOS):
+        parser.error(f"--only: choose among {', '.join(SCENARIOS)}")
     try:
         if args.profile:
             profile(settings, args.native)
             return 0
-        results = run(settings)
+        results = run(settings, only)
     except KeyboardInterrupt:
         say("interrupted: everything started was stopped")
         return 130

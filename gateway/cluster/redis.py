@@ -81,6 +81,9 @@ class RedisKeys:
     def url(self, image_id: str) -> str:
         return f"{self._base}:url:{image_id}:v1"
 
+    def known(self, image_id: str) -> str:
+        return f"{self._base}:known:{image_id}:v1"
+
     def user(self, user_id: str) -> str:
         return f"{self._base}:user:{user_id}"
 
@@ -115,6 +118,9 @@ class RedisKeys:
         return [
             KeyDoc(keys.url("{key}"), "presigned GET URL",
                    "presign.cache_ttl (below presign.expires)"),
+            KeyDoc(keys.known("{key}"), "what a probe learned of the object (JSON: size, "
+                   "modified, type, etag), for `GET /images/{key}/url`",
+                   "what is left of its URL's"),
             KeyDoc(keys.user("{user_id}"), "object key of the user's picture", "none"),
             KeyDoc(keys.version("{key}"),
                    "version, moved forward on purge, never repeats", "none"),

@@ -38,8 +38,12 @@ class Stats:
     bytes_from_origin: int = 0  # body bytes downloaded from the origin
     url_store_hits: int = 0
     url_store_misses: int = 0
+    # What a probe learned about an object, kept with its URL (GET /images/{key}/url).
+    url_known_hits: int = 0
+    url_known_misses: int = 0
     # Values read back from Redis that failed their check and were not used.
     redis_rejected_url: int = 0  # a stored presigned URL for another endpoint/bucket/key
+    redis_rejected_known: int = 0  # stored object metadata out of bounds or malformed
     redis_rejected_alias: int = 0  # an alias naming no valid image key
     redis_rejected_fill: int = 0  # another replica's result: forged, damaged or not an image
     redis_rejected_version: int = 0  # a purge version that is no number, or of no valid key

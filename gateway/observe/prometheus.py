@@ -43,7 +43,8 @@ _PLAIN = {
 }
 _HANDLED_ELSEWHERE = {"origin_fetches", "origin_not_modified", "origin_errors",
                       "origin_not_found", "bytes_served", "url_store_hits",
-                      "url_store_misses", "redis_rejected_url", "redis_rejected_alias",
+                      "url_store_misses", "url_known_hits", "url_known_misses",
+                      "redis_rejected_url", "redis_rejected_known", "redis_rejected_alias",
                       "redis_rejected_fill", "redis_rejected_version"}
 
 
@@ -153,6 +154,13 @@ def _bytes(s: Snapshot) -> Iterator[Metric]:
     store.add_metric(["hit"], s.counter("stats.url_store_hits"))
     store.add_metric(["miss"], s.counter("stats.url_store_misses"))
     yield store
+    known = CounterMetricFamily(
+        "gateway_url_metadata_lookups",
+        "GET /images/{key}/url: what an earlier probe learned of the object, kept with its "
+        "URL (hit), or not (miss: the origin is probed).", labels=["result"])
+    known.add_metric(["hit"], s.counter("stats.url_known_hits"))
+    known.add_metric(["miss"], s.counter("stats.url_known_misses"))
+    yield known
 
 
 def _cache_gauges(s: Snapshot) -> Iterator[Metric]:

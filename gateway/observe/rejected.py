@@ -20,8 +20,8 @@ from gateway.observe.throttle import Throttled
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["url", "alias", "fill", "version"]
-KINDS: tuple[Kind, ...] = ("url", "alias", "fill", "version")
+Kind = Literal["url", "known", "alias", "fill", "version"]
+KINDS: tuple[Kind, ...] = ("url", "known", "alias", "fill", "version")
 
 
 class RedisRejections:

@@ -23,6 +23,7 @@ class ObjectInfo:
     size: int
     last_modified: int
     origin_etag: str | None
+    content_type: str = ""  # as checked by its first bytes; "" where not kept
 
 
 class NotModified:

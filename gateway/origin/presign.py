@@ -18,7 +18,7 @@ import time
 from calendar import timegm
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from botocore.utils import percent_encode
@@ -26,6 +26,11 @@ from botocore.utils import percent_encode
 from gateway.cluster.redis import RedisLink
 from gateway.observe.counters import Stats
 from gateway.observe.rejected import RedisRejections
+
+T = TypeVar("T")
+
+#: A stored object description back to what it says; ValueError (why) when it cannot.
+KnownRead = Callable[[str], T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,15 @@ class UrlStore(Protocol):
 
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None: ...
 
-    async def delete(self, image_id: str) -> None: ...
+    async def get_known(self, image_id: str, read: KnownRead[T]) -> T | None:
+        """What a probe learned about the object (see origin/known.py), if kept."""
+        ...
+
+    async def put_known(self, image_id: str, value: str, ttl: int) -> None: ...
+
+    async def delete(self, image_id: str) -> None:
+        """Forget the URL and what was learned with it (a purge, a refused URL)."""
+        ...
 
 
 class MemoryUrlStore:
@@ -116,6 +129,7 @@ class MemoryUrlStore:
 
     def __init__(self, stats: Stats) -> None:
         self._urls: dict[str, tuple[SignedUrl, float]] = {}
+        self._known: dict[str, tuple[str, float]] = {}
         self._stats = stats
 
     async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None:
@@ -131,8 +145,21 @@ class MemoryUrlStore:
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None:
         self._urls[image_id] = (signed, time.time() + ttl)
 
+    async def get_known(self, image_id: str, read: KnownRead[T]) -> T | None:
+        item = self._known.get(image_id)
+        if item is None or item[1] <= time.time():
+            self._known.pop(image_id, None)
+            self._stats.url_known_misses += 1
+            return None
+        self._stats.url_known_hits += 1
+        return read(item[0])  # written by this process: it reads back
+
+    async def put_known(self, image_id: str, value: str, ttl: int) -> None:
+        self._known[image_id] = (value, time.time() + ttl)
+
     async def delete(self, image_id: str) -> None:
         self._urls.pop(image_id, None)
+        self._known.pop(image_id, None)
 
 
 class RedisUrlStore:
@@ -166,6 +193,30 @@ class RedisUrlStore:
         await self._link.guarded(
             lambda r: r.set(self._link.keys.url(image_id), signed.url, ex=ttl), None)
 
+    async def get_known(self, image_id: str, read: KnownRead[T]) -> T | None:
+        raw = await self._link.guarded(lambda r: r.get(self._link.keys.known(image_id)), None)
+        known = None if raw is None else self._read_known(image_id, raw, read)
+        if known is None:
+            self._stats.url_known_misses += 1
+            return None
+        self._stats.url_known_hits += 1
+        return known
+
+    def _read_known(self, image_id: str, raw: bytes | str, read: KnownRead[T]) -> T | None:
+        try:
+            return read(raw.decode("ascii") if isinstance(raw, bytes) else raw)
+        except UnicodeDecodeError:
+            problem = "not ASCII"
+        except ValueError as exc:
+            problem = str(exc)
+        self._rejected("known", f"image {image_id}", problem)
+        return None
+
+    async def put_known(self, image_id: str, value: str, ttl: int) -> None:
+        await self._link.guarded(
+            lambda r: r.set(self._link.keys.known(image_id), value, ex=ttl), None)
+
     async def delete(self, image_id: str) -> None:
-        await self._link.guarded(lambda r: r.delete(self._link.keys.url(image_id)), None,
-                                 when_down=True)
+        keys = self._link.keys
+        await self._link.guarded(lambda r: r.delete(keys.url(image_id), keys.known(image_id)),
+                                 None, when_down=True)

@@ -24,6 +24,7 @@ from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge, Unsup
 from gateway.model import MAX_KEY_BYTES, encode_key, validate_key
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import SNIFF_BYTES, checked_type
+from gateway.origin.known import KnownCheck, encode
 from gateway.origin.presign import SignedUrl, StoredUrlCheck, UrlStore
 from gateway.tasks import BackgroundTasks
 
@@ -115,14 +116,31 @@ class S3Origin:
     async def fetch(self, image_id: str, if_none_match: str | None = None
                     ) -> Fetched | NotModified:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
-        return await self._signed(image_id, lambda url: self._get(url, headers))
+        answer: tuple[Fetched | NotModified, SignedUrl] = await self._signed(
+            image_id, lambda url: self._get(url, headers))
+        return answer[0]
+
+    @cached_property
+    def _known_check(self) -> KnownCheck:
+        return KnownCheck(self.max_bytes, self.allowed_types)
 
     async def probe(self, image_id: str) -> ObjectInfo:
-        return await self._signed(image_id, self._peek)
+        # What the last probe learned is kept as long as the URL it used: the old API
+        # asks for the same objects on every page view.
+        self.object_key(image_id)  # no store lookup for a key the rules refuse
+        known = await self._store.get_known(image_id, self._known_check)
+        if known is not None:
+            return known
+        info, signed = await self._signed(image_id, self._peek)
+        left = self.url_ttl - (time.time() - (signed.expires_at - self.expires))
+        if left >= 1:
+            await self._store.put_known(image_id, encode(info), int(left))
+        return info
 
-    async def _signed(self, image_id: str,
-                      send: Callable[[str], Awaitable[T | _Refused]]) -> T:
-        """``send`` to the object's presigned URL, mapping aiohttp's errors."""
+    async def _signed(self, image_id: str, send: Callable[[str], Awaitable[T | _Refused]]
+                      ) -> tuple[T, SignedUrl]:
+        """``send`` to the object's presigned URL, mapping aiohttp's errors; the answer
+        and the URL that got it."""
         stored = await self._stored(image_id)
         signed = stored if stored is not None else await self._presign(image_id)
         try:
@@ -149,7 +167,7 @@ class S3Origin:
             # Kept only once the object proved to exist: a request for a missing id
             # must not leave a key in Redis behind it.
             await self._store.put(image_id, signed, self.url_ttl)
-        return result
+        return result, signed
 
     async def _get(self, url: str, headers: dict[str, str]
                    ) -> Fetched | NotModified | _Refused:
@@ -214,9 +232,10 @@ class S3Origin:
             while len(head) < SNIFF_BYTES and (
                     chunk := await resp.content.read(SNIFF_BYTES - len(head))):
                 head += chunk
-            checked_type(head, resp.headers.get("Content-Type"), self.allowed_types)
+            content_type = checked_type(head, resp.headers.get("Content-Type"),
+                                        self.allowed_types)
             return ObjectInfo(size, _epoch(resp.headers.get("Last-Modified")),
-                              resp.headers.get("ETag"))
+                              resp.headers.get("ETag"), content_type)
 
     async def store(self, image_id: str, body: bytes, content_type: str) -> None:
         """PUT the object (uploads through the admin API)."""

@@ -200,9 +200,11 @@ class Browser:
             raise BrowserError(f"navigation to {url} failed: {result['errorText']}")
         await asyncio.wait_for(loaded, 15)
 
-    async def reload(self) -> None:
+    async def reload(self, ignore_cache: bool = True) -> None:
+        """ignore_cache=False: what a person's reload does (the page is revalidated,
+        what it loads comes from the cache while fresh)."""
         loaded = self._expect("Page.loadEventFired")
-        await self.send("Page.reload", ignoreCache=True)
+        await self.send("Page.reload", ignoreCache=ignore_cache)
         await asyncio.wait_for(loaded, 15)
 
     async def evaluate(self, expression: str) -> Any:
