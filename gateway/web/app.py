@@ -35,7 +35,8 @@ from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisLink, keys_for
-from gateway.config import Config, fill_secret, resolve_fallback
+from gateway.config import Config, ConfigError, fill_secret, resolve_fallback
+from gateway.errors import BadRequest
 from gateway.model import Blob
 from gateway.observe.counters import Stats
 from gateway.observe.health import Check, Health
@@ -52,6 +53,7 @@ from gateway.origin.timed import TimedOrigin
 from gateway.service import FlightResult, ImageService, load_fallback
 from gateway.singleflight import SingleFlight
 from gateway.variants.service import VariantService
+from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
 from gateway.web import dashboard, handlers, stats_view
@@ -316,8 +318,12 @@ def _variants(config: Config, service: ImageService, cache: TieredCache,
         log.warning("transform.formats: %s not supported by this Pillow build; not offered",
                     ", ".join(sorted(missing)))
     configure_pillow(t.max_pixels)
-    variants = VariantService(service, cache, TransformPool(t.workers, t.queue), t,
-                              formats=frozenset(t.formats) & available,
+    try:
+        rules = VariantRules(t, config.variants, config.presets,
+                             frozenset(t.formats) & available)
+    except BadRequest as exc:  # a preset naming a format this Pillow cannot encode
+        raise ConfigError(str(exc)) from None
+    variants = VariantService(service, cache, TransformPool(t.workers, t.queue), rules,
                               lock_timeout=config.fetch.lock_timeout)
     stack.push_async_callback(variants.close)
     return variants
