@@ -56,9 +56,10 @@ from gateway.variants.service import VariantService
 from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
-from gateway.web import dashboard, handlers, stats_view
+from gateway.web import client, dashboard, handlers, stats_view
 from gateway.web.admin import bearer_auth, no_store
 from gateway.web.clientaddr import ClientAddress
+from gateway.web.cors import ImageHeaders
 from gateway.web.keys import PARTS, Parts
 from gateway.web.middlewares import errors, require_signature
 from gateway.web.observability import metrics, observe
@@ -158,7 +159,8 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         config=config, service=service, cache=cache, variants=variants,
         invalidator=invalidator, aliases=aliases, stats=stats, hub=hub, health=health,
         redis_health=link.health,
-        uploader=raw_origin if isinstance(raw_origin, Uploadable) else None)
+        uploader=raw_origin if isinstance(raw_origin, Uploadable) else None,
+        image_headers=ImageHeaders.of(config))
 
     async def run_hub(_: web.Application) -> AsyncIterator[None]:
         await hub.start()
@@ -172,6 +174,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     app.on_shutdown.append(draining)
     app.on_response_prepare.append(common_headers)
     _routes(app, config)
+    client.add_routes(app, config.client, service.fallback)
     return app
 
 
@@ -192,6 +195,7 @@ def _routes(app: web.Application, config: Config) -> None:
     # path (web/paths.py), never on aiohttp's decoded one. [\s\S]: a key may decode
     # to anything (a newline too), and it is the handler that answers 400, not a 404.
     app.router.add_get(r"/images/{image_id:[\s\S]+}", handlers.images)
+    app.router.add_route("OPTIONS", r"/images/{image_id:[\s\S]+}", handlers.preflight)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", metrics, allow_head=False)

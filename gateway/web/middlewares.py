@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from http import HTTPStatus
 
 from aiohttp import web
@@ -10,9 +11,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import Busy, GatewayError
 from gateway.model import Layer
-from gateway.web.keys import ANSWER_LAYER
+from gateway.web.keys import ANSWER_LAYER, PARTS
 from gateway.web.responses import SERVER
-from gateway.web.signing import UrlSigner
+from gateway.web.signing import UrlSigner, expired
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal error")
     request[ANSWER_LAYER] = Layer.ERROR
+    if request.path.startswith("/images/"):  # a script elsewhere may read why (CORS)
+        request.app[PARTS].image_headers.apply(request, response)
     return response
 
 
@@ -59,8 +62,12 @@ def require_signature(signer: UrlSigner) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/images/") and not signer.verify(request.raw_path):
-            return error_response(403, "missing or invalid signature")
+        # A preflight carries no credentials and gets no picture: nothing to sign.
+        if request.path.startswith("/images/") and request.method != "OPTIONS":
+            if not signer.verify(request.raw_path):
+                return error_response(403, "missing or invalid signature")
+            if expired(request.query, time.time()):
+                return error_response(403, "link expired")
         return await handler(request)
 
     return check

@@ -42,7 +42,7 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
         served.layer, config.http,
         config.http.user_cache_control if user else config.http.cache_control)
     return image_response(request, served, cache_control, config.server.send_timeout,
-                          vary=vary)
+                          vary=vary, extra=request.app[PARTS].image_headers)
 
 
 async def upload_image(request: web.Request) -> web.Response:
