@@ -15,6 +15,8 @@
  *     (X-Cache: FALLBACK) is stored, at most maxEntries, the oldest stored go first;
  *   - offline with nothing cached: the fallback picture, cached at install.
  * Placeholders (?placeholder=), errors, JSON and the fallback are never stored.
+ * One entry per picture and variant, as in the gateway: query parameters it
+ * ignores (cache busters, ?v=3) are not part of the key.
  * Messages: {type: "stats"} and {type: "clear"}, answered on the MessageChannel port
  * passed along, else to the sender.
  */
@@ -33,6 +35,18 @@
   const counts = { hits: 0, misses: 0, revalidated: 0, updated: 0, removed: 0,
                    expired: 0, evicted: 0, offline: 0, fallbacks: 0 };
   const refreshing = new Map();
+  // The parameters the gateway reads (variants, signature); the rest it ignores.
+  const KEPT = new Set(["w", "h", "fit", "format", "q", "dpr", "preset", "s", "exp"]);
+
+  function keyOf(url) {
+    const parsed = new URL(url);
+    // Filtered as sent, never re-encoded: a signature covers these very characters.
+    parsed.search = parsed.search.slice(1).split("&")
+      .filter((part) => KEPT.has(decodeURIComponent(part.split("=")[0])))
+      .join("&");
+    parsed.hash = "";
+    return parsed.href;
+  }
 
   function isPicture(request) {
     if (request.method !== "GET") return false;
@@ -70,14 +84,14 @@
     for (const page of pages) page.postMessage({ type: "image-gateway:updated", url });
   }
 
-  function refresh(cache, key, cached) {
+  function refresh(cache, key, url, cached) {
     if (refreshing.has(key)) return refreshing.get(key);
     const headers = {};
     const etag = cached.headers.get("ETag");
     if (etag) headers["If-None-Match"] = etag;
     // no-store: the question goes to the gateway, not to the browser's HTTP cache,
     // which would say "fresh" for max-age after a purge.
-    const done = fetch(key, { headers, cache: "no-store", credentials: "same-origin" })
+    const done = fetch(url, { headers, cache: "no-store", credentials: "same-origin" })
       .then(async (response) => {
         if (response.status === 304) {
           counts.revalidated++;
@@ -100,12 +114,12 @@
 
   async function respond(event) {
     const request = event.request;
-    const key = request.url;
+    const key = keyOf(request.url);
     const cache = await self.caches.open(config.cacheName);
     const cached = await cache.match(key, { ignoreVary: true });
     if (cached && ageOf(cached) <= config.maxAge) {
       counts.hits++;
-      event.waitUntil(refresh(cache, key, cached.clone()));
+      event.waitUntil(refresh(cache, key, request.url, cached.clone()));
       return cached;
     }
     if (cached) {
