@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from types import FrameType
 
-from bench import anchors, client, images, report, stack
+from bench import anchors, browser_layers, client, images, report, stack
 from bench.burst import run_burst
 from bench.images import Picture
 from bench.procs import RssSampler
@@ -94,31 +94,35 @@ class Runner:
         self.paths = paths
         self.results = results
 
-    def wrk(self, name: str, url: str, duration: float) -> WrkResult:
-        return run_wrk(name, url, PATHS_FILE, duration=duration, connections=self.s.connections,
+    def wrk(self, name: str, url: str, duration: float,
+            paths_file: Path = PATHS_FILE) -> WrkResult:
+        return run_wrk(name, url, paths_file, duration=duration, connections=self.s.connections,
                        threads=self.s.threads, mode=self.s.mode, out_dir=RUN_DIR)
 
-    def warm(self, name: str, url: str) -> None:
+    def warm(self, name: str, url: str, paths_file: Path = PATHS_FILE) -> None:
         if self.s.warm > 0:
-            self.wrk(f"{name}-warm", url, self.s.warm)
+            self.wrk(f"{name}-warm", url, self.s.warm, paths_file)
 
     def measure(self, key: str, title: str, server: str, url: str,
                 headers: tuple[str, ...] | None = ("X-Cache",),
-                origin: FaultProxy | None = None) -> Measure:
+                origin: FaultProxy | None = None, paths_file: Path = PATHS_FILE,
+                paths: list[str] | None = None) -> Measure:
         """One wrk run of a scenario (warmed up the first time); with BENCH_ROUNDS > 1
-        it is called once per round and the runs add up in one Measure."""
+        it is called once per round and the runs add up in one Measure. ``paths_file``
+        and ``paths``: the URLs asked for, when not the plain pictures."""
         measure = self.results.measures.get(key)
+        paths = paths or self.paths
         if measure is None:
-            self.warm(key, url)
-        before = client.describe(client.sample_layers(url, self.paths, 200, headers)) \
+            self.warm(key, url, paths_file)
+        before = client.describe(client.sample_layers(url, paths, 200, headers)) \
             if headers else ""
         round_no = "" if measure is None else f" (round {len(measure.runs) + 1})"
         say(f"{title}{round_no}: wrk {self.s.duration:g} s, {self.s.connections} connections")
         gets_before = origin.gets() if origin is not None else 0
         name = key if measure is None else f"{key}-{len(measure.runs) + 1}"
-        result = self.wrk(name, url, self.s.duration)
+        result = self.wrk(name, url, self.s.duration, paths_file)
         gets = origin.gets() - gets_before if origin is not None else None
-        after = client.describe(client.sample_layers(url, self.paths, 200, headers)) \
+        after = client.describe(client.sample_layers(url, paths, 200, headers)) \
             if headers else ""
         if measure is None:
             measure = Measure(key, title, server, [result], before, after, gets)
@@ -206,6 +210,9 @@ def run(settings: Settings) -> Results:
                                "nginx + gateway", edge_plain.url, edge_headers, proxy)
                 runner.measure("proxy_cache_2", "nginx proxy_cache -> S3 (anchor, again)",
                                "nginx", s3cache.url)
+            # Issue 18: named variants and placeholders, cached (bench/browser_layers.py).
+            say("presets and placeholders: first pass renders them, then wrk")
+            browser_layers.measure(runner, gw.url, pictures, proxy)
 
             # ---- cold burst -------------------------------------------------------
             fmt, data = images.make_picture(settings.images + 1, settings.seed)
