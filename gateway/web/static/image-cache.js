@@ -196,5 +196,5 @@
     }
   });
 
-  self.imageGatewayCache = { config, counts, stats, isPicture, storable };
+  self.imageGatewayCache = { config, counts, stats, isPicture, storable, keyOf };
 })(self);
