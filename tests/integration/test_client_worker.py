@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -37,7 +38,7 @@ for (let i = {first}; i < {last}; i++) {{
   img.src = "/images/p" + i + ".png?view=" + view;
   document.getElementById("list").appendChild(img);
 }}
-window.controlled = navigator.serviceWorker.register("/client/sw.js", {{scope: "/"}})
+window.controlled = navigator.serviceWorker.register("{worker}", {{scope: "/"}})
   .then(() => navigator.serviceWorker.ready)
   .then(() => new Promise((done) => navigator.serviceWorker.controller ? done(true)
     : navigator.serviceWorker.addEventListener("controllerchange", () => done(true))));
@@ -79,8 +80,35 @@ async def _page(request: web.Request) -> web.Response:
     count = int(request.query.get("n", "50"))
     # Cacheable, so a navigation offline finds the page itself in the HTTP cache:
     # the worker answers only for pictures.
-    return web.Response(text=PAGE.format(first=first, last=first + count),
+    worker = (f"/app-sw.js?page={quote(request.path_qs, safe='')}"
+              if request.query.get("worker") == "app" else "/client/sw.js")
+    return web.Response(text=PAGE.format(first=first, last=first + count, worker=worker),
                         content_type="text/html", headers={"Cache-Control": "max-age=600"})
+
+
+#: An app's own service worker: it keeps its page for offline use and imports the
+#: gateway's picture logic for the rest (README: "An app that has its own ...").
+APP_WORKER = """
+importScripts("/client/image-cache.js");
+const SHELL = "app-shell-v1";
+self.addEventListener("install", (event) => {
+  self.skipWaiting();
+  event.waitUntil(caches.open(SHELL).then((cache) => cache.add(PAGE_URL)));
+});
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (event) => {
+  if (event.request.mode === "navigate") {
+    event.respondWith(caches.match(event.request, {cacheName: SHELL})
+      .then((cached) => cached || fetch(event.request)));
+  }
+});
+"""
+
+
+async def _app_worker(request: web.Request) -> web.Response:
+    page = json.dumps(request.query.get("page", "/"))
+    return web.Response(text=f"const PAGE_URL = {page};\n{APP_WORKER}",
+                        content_type="text/javascript")
 
 
 @pytest.fixture
@@ -92,6 +120,7 @@ async def site(aiohttp_server: Any, gateway_config: Any, origin_dir: Any,
         (origin_dir / "p0.png").write_bytes(solid(RED))
         app = await create_app(gateway_config(admin={"token": TOKEN}, **sections))
         app.router.add_get("/app/avatars.html", _page)
+        app.router.add_get("/app-sw.js", _app_worker)
         counter = Counter()
         app.on_response_prepare.append(counter)
         server = await aiohttp_server(app)
@@ -159,6 +188,22 @@ async def test_fifty_avatars_render_offline_without_a_request(site: Any, tmp_pat
         assert not [p for p in browser.problems() if p.startswith("exception")]
 
 
+async def test_an_apps_own_worker_imports_the_logic_and_reloads_offline(
+        site: Any, tmp_path: Any) -> None:
+    base, counter = await site()
+    page = f"{base}/app/avatars.html?n=10&worker=app"
+    async with Browser(tmp_path / "browser") as browser:
+        await _controlled(browser, page, 10)
+        before = len(counter.paths)
+        await _offline(browser, True)
+        await browser.reload(ignore_cache=False)  # a real reload: the app worker has the page
+        await browser.wait_for("window.loaded()")
+        assert await browser.evaluate("window.rendered()") == 10
+        assert await browser.evaluate("location.search") == "?n=10&worker=app"
+        assert (await browser.evaluate("window.swAsk('stats')"))["hits"] >= 10
+        assert counter.paths[before:] == []
+
+
 async def test_worker_script_and_fallback_are_served_for_it(site: Any) -> None:
     base, _ = await site(client={"max_entries": 7, "max_age": 3600})
     async with aiohttp.ClientSession() as http:
@@ -217,8 +262,10 @@ async def test_the_oldest_pictures_go_past_max_entries(site: Any, tmp_path: Any)
         assert len(stored_first) == 5
 
         await _view(browser, f"{base}/app/avatars.html?from=5&n=3")
+        # Stored as each arrives (in the background): wait for the last of the three.
         stats = await browser.wait_for(
-            "window.swAsk('stats').then((s) => s.evicted >= 3 ? s : null)")
+            "window.swAsk('stats').then((s) => ['p5', 'p6', 'p7'].every((p) =>"
+            " s.urls.some((u) => u.endsWith('/' + p + '.png'))) ? s : null)")
         assert stats["entries"] == 5
         assert stats["urls"][:2] == stored_first[3:]  # the two youngest of the first five
         assert sorted(u.rsplit("/", 1)[1] for u in stats["urls"][2:]) == \

@@ -218,9 +218,11 @@ class Browser:
             raise BrowserError(f"navigation to {url} failed: {result['errorText']}")
         await asyncio.wait_for(loaded, 15)
 
-    async def reload(self) -> None:
+    async def reload(self, ignore_cache: bool = True) -> None:
+        """Shift+reload by default; ``ignore_cache=False`` is a plain reload, which
+        (unlike Shift+reload) still goes through the page's service worker."""
         loaded = self._expect("Page.loadEventFired")
-        await self.send("Page.reload", ignoreCache=True)
+        await self.send("Page.reload", ignoreCache=ignore_cache)
         await asyncio.wait_for(loaded, 15)
 
     async def evaluate(self, expression: str) -> Any:
