@@ -17,7 +17,8 @@ from typing import Final
 
 from PIL import Image, ImageFilter
 
-from gateway.variants.transform import Geometry, Rendered, resized
+from gateway.variants.shapes import Geometry
+from gateway.variants.transform import Rendered, resized
 
 LQIP_MAX_BYTES: Final = 1024
 #: Longest side of the picture the hash is computed over: the hash keeps 4x4 cosine

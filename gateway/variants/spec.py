@@ -24,7 +24,7 @@ from multidict import MultiDict, MultiMapping
 
 from gateway.config import PresetsConfig, TransformConfig, VariantsConfig
 from gateway.errors import BadRequest
-from gateway.variants.transform import FITS, LOSSY, Geometry, Output
+from gateway.variants.shapes import FITS, LOSSY, Geometry, Output
 
 #: Bump when rendering changes (resampling, encoder settings): old variants in
 #: disk caches then sit under keys nobody asks for and age out.

@@ -49,6 +49,8 @@ from typing import Final, TypeVar, TypeVarTuple
 from PIL import Image, ImageCms, ImageOps, features
 
 from gateway.errors import Busy, TooManyPixels, Undecodable
+from gateway.variants.shapes import Geometry as Geometry  # re-exported: callers know it here
+from gateway.variants.shapes import Output as Output
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ _SOURCE_FORMATS: Final = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "g
                           "WEBP": "webp", "AVIF": "avif"}
 CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
                         "webp": "image/webp", "avif": "image/avif"}
-LOSSY: Final = frozenset({"jpeg", "webp", "avif"})
-FITS: Final = ("cover", "contain")
 
 
 def available_formats() -> frozenset[str]:
@@ -86,22 +86,6 @@ def configure_pillow(max_pixels: int) -> None:
 
 
 # -- what to make -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Geometry:
-    """Target box. One side alone scales proportionally; both use ``fit``."""
-
-    width: int | None = None
-    height: int | None = None
-    fit: str = "cover"  # cover: fill the box, crop the overflow; contain: fit inside
-    enlarge: bool = False  # False: never more pixels than the source has
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    format: str = "original"  # original (the source's own) | jpeg | png | webp | avif | gif
-    quality: int = 80
 
 
 @dataclass(frozen=True, slots=True)

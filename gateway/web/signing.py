@@ -20,10 +20,12 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Sequence
-
-from multidict import MultiMapping
+from typing import TYPE_CHECKING
 
 from gateway.config import split_signing_key
+
+if TYPE_CHECKING:  # the CLI signs without loading the server's libraries
+    from multidict import MultiMapping
 
 PARAM = "s"
 EXPIRES = "exp"

@@ -246,13 +246,15 @@ def test_the_worker_target_is_importable_by_name() -> None:
 
 
 def test_the_cli_and_supervisor_import_no_server_stack() -> None:
-    """The supervisor of N workers only spawns and watches them: it stays light."""
+    """The supervisor of N workers only spawns and watches them: it stays light, also
+    once it has read the settings (presets are checked without Pillow)."""
     code = ("import sys, gateway.__main__, gateway.server; "
+            "from gateway.config_load import load; load('config/gateway.toml', {}); "
             "print(' '.join(sorted(m for m in ('aiohttp', 'redis', 'PIL', 'aiobotocore', "
             "'uvloop', 'botocore') if m in sys.modules)))")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=30, check=True)
+                            cwd=REPO_ROOT, text=True, timeout=30, check=True)
     assert result.stdout.strip() == ""
 
 
