@@ -167,6 +167,9 @@ SCENARIO_ROWS = [
     ("edge_micro", "proxy_cache", ">= 0.9x", ("behind nginx with micro-cache",)),
     ("edge_plain", "proxy_cache", "none (informational)", None),
     ("proxy_cache_2", None, "anchor (repeat)", None),
+    ("preset", "proxy_cache", "none (informational)", None),
+    ("blurhash", "proxy_cache", "none (informational)", None),
+    ("lqip", "proxy_cache", "none (informational)", None),
     ("static", None, "anchor", None),
     ("disk", "static", ">= 0.35x", ("disk hits",)),
 ]

@@ -19,7 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from bench import anchors, browser_headline, client, images, report, stack, thumbor_peer
+from bench import (
+    anchors,
+    browser_headline,
+    browser_layers,
+    client,
+    images,
+    report,
+    stack,
+    thumbor_peer,
+)
 from bench.burst import run_burst
 from bench.images import Picture
 from bench.procs import RssSampler
@@ -231,6 +240,9 @@ def run(settings: Settings, only: frozenset[str] = frozenset(SCENARIOS)) -> Resu
                                "nginx + gateway", edge_plain.url, edge_headers, proxy)
                 runner.measure("proxy_cache_2", "nginx proxy_cache -> S3 (anchor, again)",
                                "nginx", s3cache.url)
+            # Issue 18: named variants and placeholders, cached (bench/browser_layers.py).
+            say("presets and placeholders: first pass renders them, then wrk")
+            browser_layers.measure(runner, gw.url, pictures, proxy)
 
             # ---- cold burst -------------------------------------------------------
             fmt, data = images.make_picture(settings.images + 1, settings.seed)

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Callable
 
 from gateway import server
@@ -19,6 +20,7 @@ examples:
   image-gateway --config config/gateway.toml    serve (same as: serve --config ...)
   image-gateway check-config                    exit 0 if the settings are usable, else 2
   image-gateway sign /images/abc.png            print the path signed with signing.keys
+  image-gateway sign --ttl 3600 /images/a.png   ... that stops working in an hour
   image-gateway migrate-aliases                 copy aliases from before the upgrade to
                                                 this deployment's names (never overwrites)
 """
@@ -38,8 +40,9 @@ def _sign(config: Config, args: argparse.Namespace) -> int:
         print("image-gateway: signing.keys is empty: nothing to sign with", file=sys.stderr)
         return 2
     signer = UrlSigner(config.signing.keys)
+    expires_at = int(time.time()) + args.ttl if args.ttl is not None else None
     for path in args.paths:
-        print(signer.sign(path))
+        print(signer.sign(path, expires_at))
     return 0
 
 
@@ -76,6 +79,12 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int], str]] = {
 }
 
 
+def _seconds(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= 10 * 365 * 86400:
+        raise argparse.ArgumentTypeError("a whole number of seconds, 1 to 10 years")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="image-gateway", description=__doc__, epilog=EPILOG,
@@ -94,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "sign":
             sub.add_argument("paths", nargs="+", metavar="PATH",
                              help="path and query to sign, e.g. /images/abc.png?w=64")
+            sub.add_argument("--ttl", type=_seconds, metavar="SECONDS",
+                             help="the link expires SECONDS from now (exp=, signed)")
     return parser
 
 

@@ -125,6 +125,8 @@ readable_file = rule(resolve_fallback, "{v!r} is not a readable file")
 admin_token = rule(lambda v: len(v) >= 16, "must be at least 16 characters (value not shown)")
 cluster_secret = rule(lambda v: len(v) >= 32,
                       "must be at least 32 characters (value not shown)")
+cors_origin = matches(r"\*|https?://([A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?",
+                      "is not '*' or an origin (scheme://host[:port], no path)")
 
 
 def ip_network(value: str) -> str | None:
@@ -257,6 +259,8 @@ class HttpConfig:
     fallback_cache_control: str = checked("max-age=60", header_value)
     user_cache_control: str = checked("max-age=30", header_value)
     stale_cache_control: str = checked("max-age=30", header_value)
+    # CORS of the image routes: "*" (never with credentials), origins (echoed), or none.
+    cors_origins: tuple[str, ...] = checked(("*",), cors_origin)
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,23 @@ class TransformConfig:
 
 
 @dataclass(frozen=True)
+class VariantsConfig:
+    client_hints: bool = False  # Accept-CH; Sec-CH-DPR / Sec-CH-Width honoured
+    presets_only: bool = False  # only ?preset=NAME asks for a variant
+
+
+@dataclass(frozen=True)
+class PresetsConfig:  # [presets] name = "query" (read by config_load, checked at start)
+    named: tuple[tuple[str, str], ...] = (("avatar", "w=64&h=64&fit=cover&format=auto"),)
+
+
+@dataclass(frozen=True)
+class ClientConfig:  # what the service worker of /client/sw.js keeps in the browser
+    max_entries: int = checked(200, between(1, 100_000))
+    max_age: int = checked(7 * DAY, at_least(60))
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -321,6 +342,9 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
+    variants: VariantsConfig = field(default_factory=VariantsConfig)
+    presets: PresetsConfig = field(default_factory=PresetsConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
 
     def validate(self) -> Config:
         """Every field's checks, section by section, then the cross-field rules."""
@@ -360,6 +384,8 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
     if config.redis.url and not fill_secret(config):
         yield ("cluster.secret: required when redis.url is set and there is no S3 secret "
                "access key to derive it from (replicas sign what they share through Redis)")
+    if "*" in config.http.cors_origins and len(config.http.cors_origins) > 1:
+        yield "http.cors_origins: '*' already allows every origin; list origins or '*'"
     if transform.default_quality not in transform.qualities:
         yield (f"transform.default_quality: {transform.default_quality} must be "
                "one of transform.qualities")

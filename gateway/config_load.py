@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config import Config, ConfigError, GiB, MiB, S3Config
+from gateway.config import Config, ConfigError, GiB, MiB, PresetsConfig, S3Config
 
 
 def load(path: str | os.PathLike[str] | None = None,
@@ -42,13 +42,48 @@ def from_mapping(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         raw = data.get(name, {})
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{name}: must be a table")
-        sections[name] = _build_section(name, cls, raw, environ)
+        sections[name] = (_presets(raw, environ) if cls is PresetsConfig
+                          else _build_section(name, cls, raw, environ))
     unknown = set(data) - set(hints)
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown section")
     credentials = _aws_credentials(sections["s3"], environ)
     sections["s3"] = dataclasses.replace(sections["s3"], **credentials)
-    return Config(**sections).validate()
+    config = Config(**sections).validate()
+    check_presets(config)
+    return config
+
+
+_PRESET_ENV = "GATEWAY_PRESETS_"
+
+
+def _presets(raw: Mapping[str, Any], environ: Mapping[str, str]) -> PresetsConfig:
+    """``[presets]`` is the operator's own names: a table given replaces the default
+    one; ``GATEWAY_PRESETS_<NAME>`` adds or replaces one (empty: removes it)."""
+    named = dict(raw) if raw else dict(PresetsConfig().named)
+    for env_name, value in environ.items():
+        if env_name.startswith(_PRESET_ENV):
+            named[env_name[len(_PRESET_ENV):].lower()] = value
+    for name, query in named.items():
+        if not re.fullmatch(r"[a-z0-9_-]{1,32}", name):
+            raise ConfigError(f"presets.{name}: a preset name is 1-32 of [a-z0-9_-]")
+        if not isinstance(query, str):
+            raise ConfigError(f"presets.{name}: {query!r} is not a string")
+    return PresetsConfig(tuple((n, q) for n, q in named.items() if q))
+
+
+def check_presets(config: Config) -> None:
+    """Each preset's query as a request would give it: within the allowlists."""
+    if config.variants.presets_only and not config.presets.named:
+        raise ConfigError("variants.presets_only: true needs at least one preset in [presets]")
+    # Imported here: only a config with presets needs the variant rules (and Pillow).
+    from gateway.errors import BadRequest
+    from gateway.variants.spec import preset_specs
+
+    try:
+        preset_specs(config.presets, config.transform, frozenset(config.transform.formats))
+    except BadRequest as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _aws_credentials(s3: S3Config, environ: Mapping[str, str]) -> dict[str, str]:

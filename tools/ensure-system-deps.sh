@@ -20,6 +20,7 @@ declare -A PACKAGES=(
     [nginx]="nginx-light nginx"
     [chromium]="chromium"
     [wrk]="wrk"
+    [node]="nodejs"              # node --test: the service worker's logic (tests/js/)
     # make test-container: podman builds and runs the image (daemonless, no Docker
     # engine needed) with runc; debootstrap makes the local base image; openssl the
     # throwaway TLS pair; curl speaks HTTP/2 to nginx; kubectl renders the kustomization.

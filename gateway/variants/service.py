@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -35,7 +35,8 @@ from gateway.model import Blob, Entry, FileBlob, Layer, Served, cache_key, make_
 from gateway.origin.content import sniff
 from gateway.service import ImageService
 from gateway.singleflight import SingleFlight
-from gateway.variants.spec import VariantSpec, negotiate, parse_spec
+from gateway.variants.placeholder import render_placeholder
+from gateway.variants.spec import VariantRules, VariantSpec, negotiate
 from gateway.variants.transform import Rendered, TransformPool, normalise_upload, render
 
 log = logging.getLogger(__name__)
@@ -58,19 +59,21 @@ class VariantStats:
 
 class VariantService:
     def __init__(self, service: ImageService, cache: TieredCache, pool: TransformPool,
-                 config: TransformConfig, *, formats: frozenset[str], lock_timeout: float,
+                 rules: VariantRules, *, lock_timeout: float,
                  clock: Callable[[], float] | None = None) -> None:
         self.service = service
         self.cache = cache
         self.pool = pool
-        self.config = config
-        self.formats = formats
+        self.rules = rules
+        self.config: TransformConfig = rules.config
+        self.formats = rules.formats
         self.flights = SingleFlight[Served](lock_timeout)
         self.stats = VariantStats()
         self._clock = clock or service.clock
 
-    def parse(self, query: MultiMapping[str]) -> VariantSpec:
-        return parse_spec(query, self.config, self.formats)
+    def parse(self, query: MultiMapping[str],
+              headers: Mapping[str, str]) -> VariantSpec:
+        return self.rules.parse(query, headers)
 
     def negotiate(self, spec: VariantSpec, accept: str | None) -> VariantSpec:
         return negotiate(spec, accept, self.formats)
@@ -151,9 +154,15 @@ class VariantService:
         return Served(Layer.FALLBACK, blob)
 
     async def _render(self, body: bytes, spec: VariantSpec) -> Rendered:
+        geometry = spec.geometry(self.config.enlarge)
         try:
-            rendered = await self.pool.run(render, body, spec.geometry(self.config.enlarge),
-                                           spec.output(), self.config.max_pixels)
+            if spec.placeholder is not None:
+                rendered = await self.pool.run(
+                    render_placeholder, body, geometry, spec.placeholder,
+                    self.config.max_pixels, "webp" if "webp" in self.formats else "jpeg")
+            else:
+                rendered = await self.pool.run(render, body, geometry, spec.output(),
+                                               self.config.max_pixels)
         except TransformError:
             self.stats.failed += 1
             raise

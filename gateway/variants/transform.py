@@ -49,6 +49,8 @@ from typing import Final, TypeVar, TypeVarTuple
 from PIL import Image, ImageCms, ImageOps, features
 
 from gateway.errors import Busy, TooManyPixels, Undecodable
+from gateway.variants.shapes import Geometry as Geometry  # re-exported: callers know it here
+from gateway.variants.shapes import Output as Output
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ _SOURCE_FORMATS: Final = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "g
                           "WEBP": "webp", "AVIF": "avif"}
 CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
                         "webp": "image/webp", "avif": "image/avif"}
-LOSSY: Final = frozenset({"jpeg", "webp", "avif"})
-FITS: Final = ("cover", "contain")
 
 
 def available_formats() -> frozenset[str]:
@@ -86,22 +86,6 @@ def configure_pillow(max_pixels: int) -> None:
 
 
 # -- what to make -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Geometry:
-    """Target box. One side alone scales proportionally; both use ``fit``."""
-
-    width: int | None = None
-    height: int | None = None
-    fit: str = "cover"  # cover: fill the box, crop the overflow; contain: fit inside
-    enlarge: bool = False  # False: never more pixels than the source has
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    format: str = "original"  # original (the source's own) | jpeg | png | webp | avif | gif
-    quality: int = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +130,18 @@ def plan(source: tuple[int, int], geometry: Geometry) -> tuple[tuple[int, int], 
 
 def render(data: bytes, geometry: Geometry, output: Output, max_pixels: int) -> Rendered:
     """Decode ``data`` (within ``max_pixels``), resize, strip metadata, encode."""
+    work, source_format = resized(data, geometry, max_pixels)
+    fmt = (_SOURCE_FORMATS.get(source_format, "png") if output.format == "original"
+           else output.format)
+    body = _encode(work, fmt, output.quality)
+    return Rendered(body, CONTENT_TYPES[fmt], work.size[0], work.size[1])
+
+
+def resized(data: bytes, geometry: Geometry, max_pixels: int) -> tuple[Image.Image, str]:
+    """(the picture decoded within ``max_pixels``, upright, resized to ``geometry``,
+    in sRGB as RGB or RGBA; the source's format)."""
     image, source_format, full = _decode(data, geometry, max_pixels)
     try:
-        fmt = (_SOURCE_FORMATS.get(source_format, "png") if output.format == "original"
-               else output.format)
         size, crop = plan(full, geometry)
         if size[0] * size[1] > max_pixels:
             raise TooManyPixels(f"output {size[0]}x{size[1]} is over transform.max_pixels")
@@ -161,10 +153,12 @@ def render(data: bytes, geometry: Geometry, output: Output, max_pixels: int) -> 
         if work.size != size or box != (0, 0, *work.size):
             work = work.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
         work = _to_srgb(work, icc)
-        body = _encode(work, fmt, output.quality)
-        return Rendered(body, CONTENT_TYPES[fmt], size[0], size[1])
-    finally:
+    except BaseException:
         image.close()
+        raise
+    if work is not image:  # else the caller holds the decoded picture itself
+        image.close()
+    return work, source_format
 
 
 def normalise_upload(data: bytes, size: int, fmt: str, quality: int,

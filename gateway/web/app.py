@@ -34,7 +34,8 @@ from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisLink, keys_for
-from gateway.config import Config, fill_secret, resolve_fallback
+from gateway.config import Config, ConfigError, fill_secret, resolve_fallback
+from gateway.errors import BadRequest
 from gateway.model import Blob
 from gateway.observe.counters import Stats
 from gateway.observe.health import Check, Health
@@ -51,11 +52,13 @@ from gateway.origin.timed import TimedOrigin
 from gateway.service import FlightResult, ImageService, load_fallback
 from gateway.singleflight import SingleFlight
 from gateway.variants.service import VariantService
+from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
-from gateway.web import dashboard, handlers, stats_view
+from gateway.web import client, dashboard, handlers, stats_view
 from gateway.web.admin import admin_guard
 from gateway.web.clientaddr import ClientAddress
+from gateway.web.cors import ImageHeaders
 from gateway.web.edge import Edge, Gate, Routes, signature_check
 from gateway.web.keys import PARTS, Parts
 from gateway.web.observability import Observer, metrics
@@ -153,7 +156,8 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         config=config, service=service, cache=cache, variants=variants,
         invalidator=invalidator, aliases=aliases, stats=stats, hub=hub, health=health,
         redis_health=link.health,
-        uploader=raw_origin if isinstance(raw_origin, Uploadable) else None)
+        uploader=raw_origin if isinstance(raw_origin, Uploadable) else None,
+        image_headers=ImageHeaders.of(config))
 
     async def run_hub(_: web.Application) -> AsyncIterator[None]:
         await hub.start()
@@ -185,11 +189,17 @@ def _routes(app: web.Application, config: Config, observer: Observer, parts: Par
     # One route: which of the three /images/ routes a URL names is decided on its raw
     # path (web/paths.py), never on aiohttp's decoded one. [\s\S]: a key may decode
     # to anything (a newline too), and it is the handler that answers 400, not a 404.
-    routes.get(r"/images/{image_id:[\s\S]+}", handlers.images_handler(parts), gates=images)
+    cors = parts.image_headers.apply
+    routes.get(r"/images/{image_id:[\s\S]+}", handlers.images_handler(parts), gates=images,
+               finish=cors)
     # Probes and scrapes are never rate limited.
     routes.get("/healthz", handlers.healthz, gates=())
     routes.get("/readyz", handlers.readyz, gates=())
     routes.get("/metrics", metrics, allow_head=False, gates=())
+    # A CORS preflight: answered from the settings alone, never signed (it carries
+    # no credentials and gets no picture).
+    routes.add("OPTIONS", r"/images/{image_id:[\s\S]+}", handlers.preflight, finish=cors)
+    client.add_routes(routes, config.client, parts.service.fallback)
     if config.admin.token:  # no token, no admin surface at all (404, not 401)
         admin = web.Application()
         guarded = Routes(admin, edge, public, label_prefix="/admin",
@@ -317,8 +327,12 @@ def _variants(config: Config, service: ImageService, cache: TieredCache,
         log.warning("transform.formats: %s not supported by this Pillow build; not offered",
                     ", ".join(sorted(missing)))
     configure_pillow(t.max_pixels)
-    variants = VariantService(service, cache, TransformPool(t.workers, t.queue), t,
-                              formats=frozenset(t.formats) & available,
+    try:
+        rules = VariantRules(t, config.variants, config.presets,
+                             frozenset(t.formats) & available)
+    except BadRequest as exc:  # a preset naming a format this Pillow cannot encode
+        raise ConfigError(str(exc)) from None
+    variants = VariantService(service, cache, TransformPool(t.workers, t.queue), rules,
                               lock_timeout=config.fetch.lock_timeout)
     stack.push_async_callback(variants.close)
     return variants

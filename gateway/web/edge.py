@@ -19,6 +19,7 @@ last, so 404 and 405 are JSON answers observed like any other.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
 
@@ -29,10 +30,12 @@ from gateway.model import Layer
 from gateway.web.errors import SERVER, error_answer, error_response
 from gateway.web.keys import ANSWER_LAYER, ROUTE
 from gateway.web.observability import Observer
-from gateway.web.signing import UrlSigner
+from gateway.web.signing import UrlSigner, expired
 
 #: A gate runs before the handler: an answer refuses the request, None lets it in.
 Gate = Callable[[web.Request], web.StreamResponse | None]
+#: Adds a route's own headers to the answers its handler did not make (errors, refusals).
+Finish = Callable[[web.BaseRequest, web.StreamResponse], None]
 
 UNMATCHED = "unmatched"
 
@@ -41,9 +44,12 @@ class Edge:
     def __init__(self, observer: Observer) -> None:
         self._observer = observer
 
-    def __call__(self, handler: Handler, route: str, gates: Sequence[Gate] = ()) -> Handler:
+    def __call__(self, handler: Handler, route: str, gates: Sequence[Gate] = (),
+                 finish: Finish | None = None) -> Handler:
         """``handler`` with the edge around it; ``route`` is its label in the metrics
-        (the handler may name a finer one in ``request[ROUTE]``)."""
+        (the handler may name a finer one in ``request[ROUTE]``); ``finish`` completes
+        the answers made here (the image routes' CORS headers: a script on another
+        origin may read why it was refused)."""
         observe = self._observer.observe
         observe_failure = self._observer.failure
         gates = tuple(gates)
@@ -55,6 +61,8 @@ class Edge:
                     refusal = gate(request)
                     if refusal is not None:
                         response = refusal
+                        if finish is not None:
+                            finish(request, refusal)
                         break
                 else:
                     response = await handler(request)
@@ -68,6 +76,8 @@ class Edge:
                     raise
                 request[ANSWER_LAYER] = Layer.ERROR
                 response = answer
+                if finish is not None:
+                    finish(request, answer)
             layer = request.get(ANSWER_LAYER)
             if layer is None:
                 headers = response.headers
@@ -85,9 +95,11 @@ def signature_check(signer: UrlSigner) -> Gate:
     sent (raw, undecoded) carries a valid signature."""
 
     def gate(request: web.Request) -> web.StreamResponse | None:
-        if signer.verify(request.raw_path):
-            return None
-        return error_response(403, "missing or invalid signature")
+        if not signer.verify(request.raw_path):
+            return error_response(403, "missing or invalid signature")
+        if expired(request.query, time.time()):
+            return error_response(403, "link expired")
+        return None
 
     return gate
 
@@ -105,7 +117,7 @@ class Routes:
         self._guard = guard
 
     def add(self, method: str, path: str, handler: Handler, *,
-            gates: Sequence[Gate] | None = None) -> None:
+            gates: Sequence[Gate] | None = None, finish: Finish | None = None) -> None:
         """``gates`` replaces the routes' usual gates for this one route."""
         if self._guard is not None:
             handler = self._guard(handler)
@@ -113,13 +125,13 @@ class Routes:
         resource = self._app.router.add_resource(path)
         resource.add_route(method, self._edge(
             handler, self._label_prefix + resource.canonical,
-            self._gates if gates is None else gates))
+            self._gates if gates is None else gates, finish))
 
     def get(self, path: str, handler: Handler, *, allow_head: bool = True,
-            gates: Sequence[Gate] | None = None) -> None:
-        self.add("GET", path, handler, gates=gates)
+            gates: Sequence[Gate] | None = None, finish: Finish | None = None) -> None:
+        self.add("GET", path, handler, gates=gates, finish=finish)
         if allow_head:
-            self.add("HEAD", path, handler, gates=gates)
+            self.add("HEAD", path, handler, gates=gates, finish=finish)
 
     def post(self, path: str, handler: Handler) -> None:
         self.add("POST", path, handler)

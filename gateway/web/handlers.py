@@ -21,6 +21,7 @@ def images_handler(parts: Parts) -> Handler:
     http = parts.config.http
     usual = http.cache_control
     send_timeout = parts.config.server.send_timeout
+    extra = parts.image_headers
 
     async def images(request: web.Request) -> web.StreamResponse:
         path = image_route(request.raw_path)
@@ -33,7 +34,7 @@ def images_handler(parts: Parts) -> Handler:
                 return await _image(request, key)
             served = service.from_memory(key) or await service.get(key)
             cache_control = answer_cache_control(served.layer, http, usual)
-            return image_response(request, served, cache_control, send_timeout)
+            return image_response(request, served, cache_control, send_timeout, extra=extra)
         if route is Route.USER:
             return await _user_image(request, path.name)
         if request.method != "GET":
@@ -51,7 +52,8 @@ async def _image(request: web.Request, key: str) -> web.StreamResponse:
     served = await parts.service.get(key)
     config = parts.config
     cache_control = answer_cache_control(served.layer, config.http, config.http.cache_control)
-    return image_response(request, served, cache_control, config.server.send_timeout)
+    return image_response(request, served, cache_control, config.server.send_timeout,
+                          extra=parts.image_headers)
 
 
 async def _user_image(request: web.Request, user_id: str) -> web.StreamResponse:
@@ -65,9 +67,10 @@ async def _user_image(request: web.Request, user_id: str) -> web.StreamResponse:
 
 
 def _respond(request: web.Request, served: Served, cache_control: str) -> web.StreamResponse:
-    config = request.app[PARTS].config
-    cache_control = answer_cache_control(served.layer, config.http, cache_control)
-    return image_response(request, served, cache_control, config.server.send_timeout)
+    parts = request.app[PARTS]
+    cache_control = answer_cache_control(served.layer, parts.config.http, cache_control)
+    return image_response(request, served, cache_control, parts.config.server.send_timeout,
+                          extra=parts.image_headers)
 
 
 async def _image_url(request: web.Request, key: str) -> web.Response:
@@ -77,9 +80,16 @@ async def _image_url(request: web.Request, key: str) -> web.Response:
         expires_at = None
     else:
         url, expires_at = signed.url, int(signed.expires_at)
-    return web.json_response(
+    response = web.json_response(
         {"success": True, "image_id": key, "url": url, "expires_at": expires_at},
         headers={"Cache-Control": "no-store", "X-Cache": "NONE"})
+    request.app[PARTS].image_headers.apply(request, response)
+    return response
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """OPTIONS under /images/: a CORS preflight, answered from the settings alone."""
+    return request.app[PARTS].image_headers.preflight(request)
 
 
 async def healthz(request: web.Request) -> web.Response:

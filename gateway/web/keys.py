@@ -18,6 +18,7 @@ from gateway.observe.hub import StatsHub
 from gateway.origin import Uploadable
 from gateway.service import ImageService
 from gateway.variants.service import VariantService
+from gateway.web.cors import ImageHeaders
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class Parts:
     health: Health
     redis_health: RedisHealth
     uploader: Uploadable | None  # None: the origin cannot store objects
+    image_headers: ImageHeaders  # CORS and Accept-CH of the image routes (web/cors.py)
 
 
 PARTS = web.AppKey("parts", Parts)

@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from gateway.config import HttpConfig
 from gateway.model import Blob, Layer, Served
 from gateway.web.conditional import is_not_modified
+from gateway.web.cors import ImageHeaders
 from gateway.web.errors import SERVER
 from gateway.web.keys import ANSWER_LAYER
 
@@ -27,8 +28,8 @@ _SENDFILE_CHUNK = 256 * 1024
 # is ~1.8 KB: 2048 of them (~3.5 MB) cover the hot set; cold pictures rebuild theirs.
 @functools.lru_cache(maxsize=2048)
 def _entity_headers(etag: str, last_modified: int, content_type: str, layer: Layer,
-                    cache_control: str, vary: str | None
-                    ) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
+                    cache_control: str, vary: str | None, extra: ImageHeaders | None,
+                    origin: str | None) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
     """The headers of a 304 and of a 200 (which adds Content-Type; aiohttp adds the
     length). Callers never change them: aiohttp copies them into each response."""
     headers = CIMultiDict({
@@ -41,6 +42,12 @@ def _entity_headers(etag: str, last_modified: int, content_type: str, layer: Lay
     })
     if content_type == "image/svg+xml":
         headers["Content-Security-Policy"] = SVG_POLICY
+    if extra is not None:  # CORS, Accept-CH: the app's, the same for every picture
+        headers.extend(extra.fixed)
+        if origin is not None:
+            headers["Access-Control-Allow-Origin"] = headers["Timing-Allow-Origin"] = origin
+        if extra.vary:
+            vary = f"{vary}, {extra.vary}" if vary else extra.vary
     if vary:  # on 304 too (RFC 9110 15.4.5)
         headers["Vary"] = vary
     full = headers.copy()
@@ -60,12 +67,16 @@ def answer_cache_control(layer: Layer, http: HttpConfig, usual: str) -> str:
 
 
 def image_response(request: web.Request, served: Served, cache_control: str,
-                   send_timeout: float = 60.0, vary: str | None = None) -> web.StreamResponse:
+                   send_timeout: float = 60.0, vary: str | None = None,
+                   extra: ImageHeaders | None = None) -> web.StreamResponse:
     entry = served.entry
     meta = entry.meta
     request[ANSWER_LAYER] = served.layer
+    # A list of CORS origins: the one asking, if listed, is part of the header set.
+    origin = extra.allowed(request) if extra is not None and extra.echoes else None
     not_modified, full = _entity_headers(meta.etag, meta.last_modified, meta.content_type,
-                                         served.layer, cache_control, vary)
+                                         served.layer, cache_control, vary, extra,
+                                         origin)
     request_headers = request.headers
     if is_not_modified(request_headers.get("If-None-Match"),
                        request_headers.get("If-Modified-Since"), meta):

@@ -7,6 +7,11 @@ URLs are signed with the first, verified against all, so a key can be rotated
 in without breaking URLs already handed out, and retired later.
 
     python -m gateway sign /images/abc.png    # prints the signed path
+    python -m gateway sign --ttl 3600 /images/abc.png   # ... valid for an hour
+
+A link may expire: ``exp=<unix time>`` before the signature is covered by it like
+any parameter, and a request after that time is refused (403) however valid the
+signature.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.config import split_signing_key
 
+if TYPE_CHECKING:  # the CLI signs without loading the server's libraries
+    from multidict import MultiMapping
+
 PARAM = "s"
+EXPIRES = "exp"
 
 
 def _digest(secret: bytes, message: str) -> str:
@@ -35,9 +45,12 @@ class UrlSigner:
     def __init__(self, keys: Sequence[str]) -> None:
         self.keys = parse_keys(keys)
 
-    def sign(self, path_qs: str) -> str:
-        """``path_qs`` with the signature appended (made with the first key)."""
+    def sign(self, path_qs: str, expires_at: int | None = None) -> str:
+        """``path_qs`` with the signature appended (made with the first key); with
+        ``expires_at``, an ``exp`` parameter the signature covers comes first."""
         _, secret = self.keys[0]
+        if expires_at is not None:
+            path_qs = f"{path_qs}{'&' if '?' in path_qs else '?'}{EXPIRES}={int(expires_at)}"
         joiner = "&" if "?" in path_qs else "?"
         return f"{path_qs}{joiner}{PARAM}={_digest(secret, path_qs)}"
 
@@ -50,3 +63,15 @@ class UrlSigner:
         return any(hmac.compare_digest(_digest(secret, message), signature)
                    for _, secret in self.keys)
 
+
+
+def expired(query: MultiMapping[str], now: float) -> bool:
+    """Whether a (verified) URL's ``exp`` has passed; one that is repeated or not a
+    plain unix time counts as passed: the link is refused, never taken as eternal."""
+    values = query.getall(EXPIRES, [])
+    if not values:
+        return False
+    raw = values[0]
+    if len(values) > 1 or not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        return True
+    return int(raw) <= now

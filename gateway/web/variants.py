@@ -18,7 +18,7 @@ def variant_spec(request: web.Request) -> VariantSpec | None:
     original: no variant parameter at all (``?v=123`` cache-busters are ignored)."""
     if not request.query_string or not wants_variant(request.query):
         return None
-    return request.app[PARTS].variants.parse(request.query)
+    return request.app[PARTS].variants.parse(request.query, request.headers)
 
 
 async def variant_image(request: web.Request, image_id: str | None, spec: VariantSpec, *,
@@ -27,7 +27,7 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
     fallback)."""
     variants = request.app[PARTS].variants
     service = request.app[PARTS].service
-    vary = None if spec.negotiated else "Accept"
+    vary = spec.vary
     spec = variants.negotiate(spec, request.headers.get("Accept"))
     served: Served
     if spec.identity:  # e.g. format=auto for a client that takes neither AVIF nor WebP
@@ -42,7 +42,7 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
         served.layer, config.http,
         config.http.user_cache_control if user else config.http.cache_control)
     return image_response(request, served, cache_control, config.server.send_timeout,
-                          vary=vary)
+                          vary=vary, extra=request.app[PARTS].image_headers)
 
 
 async def upload_image(request: web.Request) -> web.Response:

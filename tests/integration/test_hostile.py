@@ -183,6 +183,8 @@ PUBLIC_GETS = {  # route -> the requests that reach it
                            "/images/default_pfp.png/url", "/images/user/u1",
                            "/images/missing.png", "/images/..%2f"],
     "/healthz": ["/healthz"], "/readyz": ["/readyz"], "/metrics": ["/metrics"],
+    "/client/sw.js": ["/client/sw.js"], "/client/image-cache.js": ["/client/image-cache.js"],
+    "/client/fallback": ["/client/fallback"],
 }
 
 

@@ -128,7 +128,8 @@ async def test_bad_keys_are_400_json(client, path, origin_dir):
 async def test_other_methods_are_405_with_allow(client, method):
     resp = await client.request(method, "/images/default_pfp.png")
     assert resp.status == 405
-    assert set(resp.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+    # OPTIONS: the CORS preflight (web/cors.py)
+    assert set(resp.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
 
 
 async def test_missing_image_serves_fallback(client):

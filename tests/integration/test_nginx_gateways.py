@@ -150,3 +150,25 @@ async def test_admin_from_inside_passes_through(edge, s3, session):
         assert r.status == 200
     async with session.delete(f"{nginx.url}/admin/images/x.png") as r:
         assert r.status == 401
+
+
+@pytest.mark.timeout(60)
+async def test_the_service_worker_and_cors_through_nginx(edge, s3, session):
+    """An app on nginx's origin registers /client/sw.js; another origin reads pictures."""
+    nginx, _ = edge()
+    s3.put("c.png", png(3))
+    async with session.get(f"{nginx.url}/client/sw.js") as resp:
+        assert resp.status == 200
+        assert resp.headers["Service-Worker-Allowed"] == "/"
+        assert resp.headers["Content-Type"].startswith("text/javascript")
+        assert "self.IMAGE_GATEWAY" in await resp.text()
+    async with session.get(f"{nginx.url}/client/fallback") as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "image/png"
+    async with session.get(f"{nginx.url}/images/c.png",
+                           headers={"Origin": "https://app.example"}) as resp:
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert resp.headers["Timing-Allow-Origin"] == "*"
+    async with session.options(f"{nginx.url}/images/c.png", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "GET"}) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Max-Age"] == "86400"

@@ -174,12 +174,18 @@ class Browser:
                 future.set_result(params)
                 self._waiters.remove((name, future))
 
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+    async def send(self, method: str, *, session: str | None = None,
+                   **params: Any) -> dict[str, Any]:
+        """One protocol call; ``session``: to a target attached with flatten=True
+        (a service worker: see ``worker_sessions``)."""
         assert self._ws is not None
         ident = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
-        await self._ws.send_str(json.dumps({"id": ident, "method": method, "params": params}))
+        message: dict[str, Any] = {"id": ident, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        await self._ws.send_str(json.dumps(message))
         reply = await asyncio.wait_for(future, 20)
         if "error" in reply:
             raise BrowserError(f"{method}: {reply['error']}")
@@ -191,6 +197,18 @@ class Browser:
         self._waiters.append((method, future))
         return future
 
+    async def worker_sessions(self) -> list[str]:
+        """Sessions of the service workers running now. Network emulation set on the
+        page does not reach a worker's own fetches: send it to these too."""
+        targets = (await self.send("Target.getTargets"))["targetInfos"]
+        sessions = []
+        for target in targets:
+            if target.get("type") == "service_worker":
+                attached = await self.send("Target.attachToTarget",
+                                           targetId=target["targetId"], flatten=True)
+                sessions.append(attached["sessionId"])
+        return sessions
+
     # -- what a person does ---------------------------------------------------------
 
     async def goto(self, url: str) -> None:
@@ -201,8 +219,8 @@ class Browser:
         await asyncio.wait_for(loaded, 15)
 
     async def reload(self, ignore_cache: bool = True) -> None:
-        """ignore_cache=False: what a person's reload does (the page is revalidated,
-        what it loads comes from the cache while fresh)."""
+        """Shift+reload by default; ``ignore_cache=False`` is a plain reload, which
+        (unlike Shift+reload) still goes through the page's service worker."""
         loaded = self._expect("Page.loadEventFired")
         await self.send("Page.reload", ignoreCache=ignore_cache)
         await asyncio.wait_for(loaded, 15)

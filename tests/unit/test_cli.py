@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from redis import Redis
 from gateway import __main__ as cli
 from gateway import server
 from gateway.cluster.redis import keys_for
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.config_load import load
 from gateway.web.signing import UrlSigner
 from tests.support import REPO_ROOT
@@ -245,11 +246,53 @@ def test_the_worker_target_is_importable_by_name() -> None:
 
 
 def test_the_cli_and_supervisor_import_no_server_stack() -> None:
-    """The supervisor of N workers only spawns and watches them: it stays light."""
+    """The supervisor of N workers only spawns and watches them: it stays light, also
+    once it has read the settings (presets are checked without Pillow)."""
     code = ("import sys, gateway.__main__, gateway.server; "
+            "from gateway.config_load import load; load('config/gateway.toml', {}); "
             "print(' '.join(sorted(m for m in ('aiohttp', 'redis', 'PIL', 'aiobotocore', "
             "'uvloop', 'botocore') if m in sys.modules)))")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=30, check=True)
+                            cwd=REPO_ROOT, text=True, timeout=30, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_sign_with_ttl_adds_an_expiry_the_signature_covers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = settings_file(tmp_path, f'[signing]\nkeys = ["{KEYS[0]}"]\n')
+    before = int(time.time())
+    assert cli.main(["--config", path, "sign", "--ttl", "3600", "/images/a.png?w=64"]) == 0
+    signed = capsys.readouterr().out.strip()
+    assert signed.startswith("/images/a.png?w=64&exp=")
+    expires = int(signed.split("exp=")[1].split("&")[0])
+    assert before + 3600 <= expires <= int(time.time()) + 3600
+    assert UrlSigner(KEYS[:1]).verify(signed)
+    with pytest.raises(SystemExit):
+        cli.main(["--config", path, "sign", "--ttl", "soon", "/images/a.png"])
+    assert "a whole number of seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("table", "said"), [
+    ('avatar = "w=65"', "presets.avatar: w must be one of"),
+    ('avatar = "w=64&preset=x"', "presets.avatar: 'preset' is not one of"),
+    ('avatar = "w=64&&"', "presets.avatar: 'w=64&&' is not a query string"),
+    ('"Bad Name" = "w=64"', "presets.Bad Name: a preset name is"),
+    ("avatar = 64", "presets.avatar: 64 is not a string"),
+])
+def test_check_config_refuses_a_bad_preset_with_one_line(
+        table: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = settings_file(tmp_path, f"[presets]\n{table}\n")
+    assert cli.main(["check-config", "--config", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+
+
+def test_presets_from_the_environment_and_presets_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = load(None, environ={"GATEWAY_PRESETS_THUMB": "w=32&h=32",
+                                 "GATEWAY_PRESETS_AVATAR": ""})
+    assert config.presets.named == (("thumb", "w=32&h=32"),)
+    with pytest.raises(ConfigError, match=r"variants\.presets_only"):
+        load(None, environ={"GATEWAY_PRESETS_AVATAR": "",
+                            "GATEWAY_VARIANTS_PRESETS_ONLY": "true"})

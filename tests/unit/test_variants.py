@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 from multidict import MultiDict
 
-from gateway.config import ConfigError, TransformConfig
+from gateway.config import ConfigError, PresetsConfig, TransformConfig, VariantsConfig
 from gateway.config_load import from_mapping, load
 from gateway.errors import BadRequest
-from gateway.variants.spec import VariantSpec, negotiate, parse_spec, wants_variant
+from gateway.variants.spec import (
+    VariantRules,
+    VariantSpec,
+    negotiate,
+    parse_spec,
+    wants_variant,
+)
 
 CONFIG = TransformConfig()
 ALL = frozenset({"webp", "avif", "jpeg", "png"})
@@ -153,3 +159,77 @@ def test_bad_transform_settings_stop_the_start(section, message) -> None:
 def test_bad_transform_environment_value() -> None:
     with pytest.raises(ConfigError, match=r"transform\.heights: 'x' is not a whole number"):
         load(None, environ={"GATEWAY_TRANSFORM_HEIGHTS": "64,x"})
+
+
+# --- presets, dpr, client hints, placeholders (VariantRules) ---------------------------
+
+
+def rules(hints: bool = False, presets_only: bool = False, **named: str) -> VariantRules:
+    presets = PresetsConfig(tuple(named.items())) if named else PresetsConfig()
+    return VariantRules(TransformConfig(), VariantsConfig(hints, presets_only), presets,
+                        frozenset({"webp", "png", "jpeg"}))
+
+
+def test_new_parameters_make_a_variant() -> None:
+    for name in ("dpr", "preset", "placeholder"):
+        assert wants_variant(MultiDict({name: "1"}))
+
+
+def test_a_preset_is_its_query() -> None:
+    r = rules(avatar="w=64&h=64&fit=cover&format=webp")
+    by_name = r.parse(MultiDict(preset="avatar"), {})
+    spelled = r.parse(MultiDict(w="64", h="64", format="webp"), {})
+    assert by_name.token == spelled.token
+    assert r.parse(MultiDict(preset="avatar", dpr="2"), {}).width == 128
+
+
+def test_dpr_multiplies_within_the_allowlists() -> None:
+    r = rules()
+    assert r.parse(MultiDict(w="32", h="48", dpr="2"), {}).token == \
+        r.parse(MultiDict(w="64", h="96"), {}).token
+    assert r.parse(MultiDict(w="32", dpr="1"), {}).width == 32
+    with pytest.raises(BadRequest, match="h=256 at dpr=3 is 768"):
+        r.parse(MultiDict(w="32", h="256", dpr="3"), {})
+    for bad in ("0", "4", "2.0", "", "x"):
+        with pytest.raises(BadRequest, match="dpr must be one of 1, 2, 3"):
+            r.parse(MultiDict(w="32", dpr=bad), {})
+
+
+def test_hints_only_when_enabled_and_never_a_400() -> None:
+    assert rules().parse(MultiDict(w="64"), {"Sec-CH-DPR": "2"}).width == 64
+    r = rules(hints=True)
+    assert r.parse(MultiDict(w="64"), {"Sec-CH-DPR": "2"}).width == 128
+    assert r.parse(MultiDict(w="64"), {"Sec-CH-DPR": "2.6"}).width == 128  # not above
+    assert r.parse(MultiDict(w="512"), {"Sec-CH-DPR": "3"}).width == 512
+    assert r.parse(MultiDict(w="64", dpr="1"), {"Sec-CH-DPR": "3"}).width == 64  # query wins
+    assert r.parse(MultiDict(format="webp"), {"Sec-CH-Width": "33"}).width == 48
+    assert r.parse(MultiDict(format="webp"), {"Sec-CH-Width": "9000"}).width == 512
+    assert r.parse(MultiDict(format="auto"), {}).vary == "Accept, Sec-CH-DPR, Sec-CH-Width"
+
+
+def test_presets_only() -> None:
+    r = rules(presets_only=True, avatar="w=64")
+    assert r.parse(MultiDict(preset="avatar"), {}).width == 64
+    with pytest.raises(BadRequest, match="only presets are allowed"):
+        r.parse(MultiDict(w="64"), {})
+    with pytest.raises(BadRequest, match="preset must be one of avatar"):
+        r.parse(MultiDict(preset="huge"), {})
+    with pytest.raises(BadRequest, match="cannot be combined"):
+        r.parse(MultiDict(preset="avatar", q="50"), {})
+
+
+def test_placeholders_have_their_own_token() -> None:
+    r = rules(avatar="w=64&h=64&format=webp&q=50")
+    blur = r.parse(MultiDict(placeholder="blurhash", preset="avatar"), {})
+    assert blur.token == "r1.64x64.cover.ph-blurhash"
+    assert not blur.identity and blur.vary is None
+    assert r.parse(MultiDict(placeholder="lqip"), {}).token == "r1.0x0.-.ph-lqip"
+    with pytest.raises(BadRequest, match="placeholder must be one of blurhash, lqip"):
+        r.parse(MultiDict(placeholder="webp"), {})
+
+
+def test_preset_queries_are_checked() -> None:
+    with pytest.raises(BadRequest, match=r"presets\.big: w must be one of"):
+        rules(big="w=4000")
+    with pytest.raises(BadRequest, match=r"presets\.x: .dpr. is not one of"):
+        rules(x="w=64&dpr=2")

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 from multidict import MultiDict
 
-from gateway.config import TransformConfig
+from gateway.config import PresetsConfig, TransformConfig, VariantsConfig
 from gateway.model import Layer
 from gateway.service import ImageService
 from gateway.variants.service import VariantService
-from gateway.variants.spec import VariantSpec
+from gateway.variants.spec import VariantRules, VariantSpec
 from gateway.variants.transform import TransformPool
 from tests.support.fakes import FakeClock, FakeOrigin
 from tests.support.images import make_image
@@ -24,15 +24,17 @@ from .conftest import MakeService
 @pytest.fixture
 async def variants(make_service: MakeService) -> AsyncIterator[VariantService]:
     service: ImageService = await make_service()
-    made = VariantService(service, service.cache, TransformPool(1, 4), TransformConfig(),
-                          formats=frozenset({"png", "webp"}), lock_timeout=5.0)
+    rules = VariantRules(TransformConfig(), VariantsConfig(), PresetsConfig(),
+                         frozenset({"png", "webp"}))
+    made = VariantService(service, service.cache, TransformPool(1, 4), rules,
+                          lock_timeout=5.0)
     yield made
     await made.close()
 
 
 def small(variants: VariantService) -> VariantSpec:
     # WebP: small enough for the memory layer of these tests (OBJECT_CAP)
-    return variants.negotiate(variants.parse(MultiDict(w="32", format="webp")), None)
+    return variants.negotiate(variants.parse(MultiDict(w="32", format="webp"), {}), None)
 
 
 async def test_a_variant_is_trusted_only_as_long_as_its_original(
