@@ -262,10 +262,12 @@ async def test_the_oldest_pictures_go_past_max_entries(site: Any, tmp_path: Any)
         assert len(stored_first) == 5
 
         await _view(browser, f"{base}/app/avatars.html?from=5&n=3")
-        # Stored as each arrives (in the background): wait for the last of the three.
+        # Stored as each arrives, and trimmed after each store, both in the background:
+        # wait until the last of the three is in and the trim behind it has run (a
+        # worker that never trims still fails here, by the timeout).
         stats = await browser.wait_for(
-            "window.swAsk('stats').then((s) => ['p5', 'p6', 'p7'].every((p) =>"
-            " s.urls.some((u) => u.endsWith('/' + p + '.png'))) ? s : null)")
+            "window.swAsk('stats').then((s) => s.entries === 5 && ['p5', 'p6', 'p7']"
+            ".every((p) => s.urls.some((u) => u.endsWith('/' + p + '.png'))) ? s : null)")
         assert stats["entries"] == 5
         assert stats["urls"][:2] == stored_first[3:]  # the two youngest of the first five
         assert sorted(u.rsplit("/", 1)[1] for u in stats["urls"][2:]) == \
