@@ -163,12 +163,15 @@ class DiskCache:
             return None
         h = key_hash(key)
         tick = self._tick
-        cf = self._executor.submit(self._jobs.read, key, h, self._clock())
-        try:
-            res = await asyncio.wrap_future(cf)
-        except asyncio.CancelledError:
-            cf.add_done_callback(_close_orphan)
-            raise
+        now = self._clock()
+        res = self._jobs.read_cached(key, h, now)  # page-cache hit: no thread hop
+        if res is None:
+            cf = self._executor.submit(self._jobs.read, key, h, now)
+            try:
+                res = await asyncio.wrap_future(cf)
+            except asyncio.CancelledError:
+                cf.add_done_callback(_close_orphan)
+                raise
         if res.entry is not None:
             if self._purged is not None and image_of(key) in self._purged \
                     and h not in self._index:

@@ -10,6 +10,15 @@ Threads
     LRU index is read and written on the event loop thread only, so it needs no
     lock.
 
+Reads on the event loop
+    A hit on a small file that this process has verified before and whose bytes
+    are all in the page cache is read on the calling (event loop) thread by
+    ``read_cached``: one ``preadv`` with ``RWF_NOWAIT``, which the kernel refuses
+    (EAGAIN) rather than wait for the device. Anything else (not cached, not yet
+    verified, large, expired, due for a touch, on a filesystem without
+    RWF_NOWAIT) goes to the executor's ``read`` as before. A thread hop costs more
+    than the read of a 15 KB picture from memory.
+
 Verification
     A file this process has verified and that has not changed since (same
     device, inode, size and mtime) is not hashed again. The marks live only in
@@ -51,7 +60,21 @@ DEFAULT_TEMP_GRACE: Final = 60.0
 #: scan) only when the mtime is older than this, to keep hits cheap.
 TOUCH_INTERVAL: Final = 300.0
 
+#: The largest file ``read_cached`` reads on the event loop.
+INLINE_READ_MAX: Final = 256 * 1024
+_NOWAIT: Final = getattr(os, "RWF_NOWAIT", 0)
+
 Signature = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A file this process verified: what it was then, and what its header said
+    (so a later hit on the unchanged file reads only the body)."""
+
+    signature: Signature
+    meta: ObjectMeta
+    offset: int
 
 
 @dataclass(slots=True)
@@ -89,12 +112,58 @@ class DiskJobs:
         self.inline_max_bytes = inline_max_bytes
         # Compared with file mtimes, hence wall-clock time and not the cache's clock.
         self.temp_grace = temp_grace
-        # key hash -> signature of the file last verified. Each access is a single
+        # key hash -> the mark of the file last verified. Each access is a single
         # dict operation, atomic under the GIL, so the jobs share it without a lock.
-        self.verified: dict[str, Signature] = {}
+        self.verified: dict[str, Mark] = {}
+        #: False once the filesystem refused RWF_NOWAIT (or the platform lacks it).
+        self.reads_inline = bool(_NOWAIT) and hasattr(os, "preadv")
+        self._paths: dict[str, str] = {}
 
     def path(self, h: str) -> Path:
         return entry_path(self.root, h)
+
+    def read_cached(self, key: str, h: str, now: float) -> Read | None:
+        """``read``'s plain hit, without blocking: None whenever it cannot be sure
+        (then ``read`` in the executor decides, and does the bookkeeping)."""
+        if not self.reads_inline:
+            return None
+        mark = self.verified.get(h)
+        if mark is None:
+            return None
+        meta = mark.meta
+        if meta.size > self.inline_max_bytes or meta.expires_at + self.max_stale < now:
+            return None
+        try:
+            fd = os.open(self._paths.get(h) or self._path_of(h), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != mark.signature
+                    or time.time() - st.st_mtime > TOUCH_INTERVAL):
+                return None
+            body = bytearray(meta.size)
+            try:
+                if os.preadv(fd, [body], mark.offset, _NOWAIT) != meta.size:
+                    return None
+            except BlockingIOError:  # not all in the page cache: the executor waits
+                return None
+            except OSError:  # EOPNOTSUPP and the like: this filesystem can't say
+                self.reads_inline = False
+                return None
+            return Read("hit", Blob(meta, bytes(body)), st.st_size)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _path_of(self, h: str) -> str:
+        # Paths as strings, remembered for the hot set (pathlib joins cost
+        # microseconds); emptied when full, like any cheap memo.
+        if len(self._paths) >= 4096:
+            self._paths.clear()
+        path = self._paths[h] = str(self.path(h))
+        return path
 
     def read(self, key: str, h: str, now: float) -> Read:
         path = self.path(h)
@@ -115,7 +184,8 @@ class DiskJobs:
                 unlink_if_same(path, st)
                 return Read("expired")
             signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            verified = self.verified.get(h) == signature
+            mark = self.verified.get(h)
+            verified = mark is not None and mark.signature == signature
             entry: Blob | FileBlob
             if meta.size <= self.inline_max_bytes:
                 body = f.read(meta.size)
@@ -132,7 +202,7 @@ class DiskJobs:
                 f.seek(offset)
                 entry = FileBlob(meta, f, offset)
                 keep_open = True
-            self.verified[h] = signature
+            self.verified[h] = Mark(signature, meta, offset)
             if time.time() - st.st_mtime > TOUCH_INTERVAL and os.utime in os.supports_fd:
                 with contextlib.suppress(OSError):
                     os.utime(f.fileno())

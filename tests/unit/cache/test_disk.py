@@ -782,3 +782,79 @@ async def test_marks_go_with_the_files_they_vouch_for(make_cache: MakeCache,
     assert await got(cache, "0::e") == b"e"
     await cache.clear()
     assert marks == {}
+
+
+# -- reads on the event loop (page-cache hits) ------------------------------------
+
+
+@pytest.fixture
+def executor_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys whose get went to the executor's read job."""
+    keys: list[str] = []
+    original = DiskJobs.read
+
+    def read(self: DiskJobs, key: str, h: str, now: float) -> jobs_module.Read:
+        keys.append(key)
+        return original(self, key, h, now)
+
+    monkeypatch.setattr(DiskJobs, "read", read)
+    return keys
+
+
+def _evict_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+async def test_a_verified_cached_file_is_read_without_a_thread_hop(
+        make_cache: MakeCache, executor_reads: list[str]) -> None:
+    cache = await make_cache()
+    await cache.put("0::img.png", blob(b"x" * 500))
+    first = await cache.get("0::img.png")  # not yet verified: the job hashes it
+    second = await cache.get("0::img.png")
+    assert isinstance(first, Blob) and isinstance(second, Blob)
+    assert second.body == first.body == b"x" * 500 and second.meta == first.meta
+    assert executor_reads == ["0::img.png"]
+
+
+async def test_what_the_page_cache_lacks_goes_to_the_executor(
+        make_cache: MakeCache, executor_reads: list[str]) -> None:
+    cache = await make_cache()
+    await cache.put("0::img.png", blob(b"y" * 500))
+    assert await cache.get("0::img.png") is not None
+    _evict_from_page_cache(cache.path_for("0::img.png"))
+    got_back = await cache.get("0::img.png")
+    assert isinstance(got_back, Blob) and got_back.body == b"y" * 500
+    # RWF_NOWAIT said EAGAIN (it does on ext4, xfs, btrfs; a filesystem that cannot
+    # tell switches the loop reads off, which is the same outcome): the job read it.
+    assert executor_reads == ["0::img.png", "0::img.png"]
+
+
+async def test_large_and_unverified_files_are_read_by_the_job(
+        make_cache: MakeCache, executor_reads: list[str]) -> None:
+    cache = await make_cache()
+    await cache.put("0::big.png", blob(b"z" * (INLINE + 1)))  # a FileBlob: sendfile
+    for _ in range(2):
+        entry = await cache.get("0::big.png")
+        assert isinstance(entry, FileBlob)
+        entry.close()
+    assert executor_reads == ["0::big.png", "0::big.png"]
+
+
+async def test_a_file_changed_in_place_is_not_read_on_the_loop(
+        make_cache: MakeCache, executor_reads: list[str]) -> None:
+    cache = await make_cache()
+    await cache.put("0::img.png", blob(b"x" * 500))
+    assert await cache.get("0::img.png") is not None
+    path = cache.path_for("0::img.png")
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    st = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert await cache.get("0::img.png") is None  # its mark no longer matches: hashed
+    assert executor_reads == ["0::img.png", "0::img.png"]
