@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 from email.utils import formatdate
 from typing import IO
@@ -18,6 +19,8 @@ from gateway.web.conditional import is_not_modified
 from gateway.web.cors import ImageHeaders
 from gateway.web.errors import SERVER
 from gateway.web.keys import ANSWER_LAYER
+
+log = logging.getLogger(__name__)
 
 SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 _SENDFILE_CHUNK = 256 * 1024
@@ -113,11 +116,20 @@ class SendfileResponse(web.StreamResponse):
                 raise ConnectionResetError("client went away")
             loop = asyncio.get_running_loop()
             # A client that stops reading must not hold the file and task forever.
-            async with asyncio.timeout(self._send_timeout):
-                try:
-                    await loop.sendfile(transport, self._file, self._offset, self._count)
-                except NotImplementedError:  # TLS transports, or no os.sendfile
-                    await self._copy(writer)
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    try:
+                        await loop.sendfile(transport, self._file, self._offset, self._count)
+                    except NotImplementedError:  # uvloop, TLS transports, no os.sendfile
+                        await self._copy(writer)
+            except TimeoutError:
+                # Half a body sent: the connection cannot carry another answer. aiohttp
+                # takes a ConnectionError as "the client went away" (no traceback).
+                transport.close()
+                log.info("closed a connection whose client took the body too slowly "
+                         "(server.send_timeout %.0f s)",
+                         self._send_timeout)
+                raise ConnectionResetError("send_timeout passed") from None
             await super().write_eof()
             return writer
         finally:
