@@ -36,13 +36,15 @@ from gateway.origin.content import sniff
 from gateway.service import ImageService
 from gateway.singleflight import SingleFlight
 from gateway.variants.placeholder import render_placeholder
-from gateway.variants.spec import VariantRules, VariantSpec, negotiate
+from gateway.variants.spec import VariantRules, VariantSpec, negotiate, wants_variant
 from gateway.variants.transform import Rendered, TransformPool, normalise_upload, render
 
 log = logging.getLogger(__name__)
 
 #: Pseudo key of the fallback picture's variants: no key holds a control character.
 FALLBACK_ID: Final = "\x00fallback"
+#: Remembered request -> variant decisions (``spec_for``): ~0.5 KB each.
+_SPECS_MAX: Final = 4096
 UPLOAD_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp",
                                  "image/avif"})
 
@@ -70,15 +72,49 @@ class VariantService:
         self.flights = SingleFlight[Served](lock_timeout)
         self.stats = VariantStats()
         self._clock = clock or service.clock
+        self._specs: dict[tuple[str, str | None, tuple[str | None, str | None] | None],
+                          VariantSpec | None] = {}
 
     def parse(self, query: MultiMapping[str],
               headers: Mapping[str, str]) -> VariantSpec:
         return self.rules.parse(query, headers)
 
+    def spec_for(self, query_string: str, query: Callable[[], MultiMapping[str]],
+                 headers: Mapping[str, str]) -> VariantSpec | None:
+        """The negotiated variant a request asks for, None for the original (no
+        variant parameter: ``?v=3`` cache-busters don't count); 400 for values
+        outside the rules. Remembered by what decides it (the query as sent,
+        ``Accept``, the client hints when honoured), so a hot variant costs a dict
+        lookup, not a parse and a negotiation; refusals are not remembered."""
+        hints = ((headers.get("Sec-CH-DPR"), headers.get("Sec-CH-Width"))
+                 if self.rules.client_hints else None)
+        memo = (query_string, headers.get("Accept"), hints)
+        try:
+            return self._specs[memo]
+        except KeyError:
+            pass
+        parsed = query()
+        spec = (self.negotiate(self.rules.parse(parsed, headers), memo[1])
+                if wants_variant(parsed) else None)
+        if len(self._specs) >= _SPECS_MAX:
+            self._specs.clear()
+        self._specs[memo] = spec
+        return spec
+
     def negotiate(self, spec: VariantSpec, accept: str | None) -> VariantSpec:
         return negotiate(spec, accept, self.formats)
 
     # -- reads ----------------------------------------------------------------------
+
+    def from_memory(self, image_id: str, spec: VariantSpec) -> Served | None:
+        """The hot path, no coroutine: a fresh memory copy of the variant, else None
+        (then ``get``)."""
+        blob = self.cache.fresh_in_memory(self.cache.key_for(image_id, spec.token),
+                                          self._clock())
+        if blob is None:
+            return None
+        self.stats.memory_hits += 1
+        return Served(Layer.MEMORY, blob)
 
     async def get(self, image_id: str, spec: VariantSpec) -> Served:
         """The variant ``spec`` (negotiated, not identity) of ``image_id`` (validated)."""

@@ -7,18 +7,21 @@ from aiohttp import web
 
 from gateway.errors import BadRequest, UploadsUnsupported
 from gateway.model import Served, digest_of, etag_for
-from gateway.variants.spec import VariantSpec, wants_variant
+from gateway.variants.spec import VariantSpec
 from gateway.web.keys import PARTS
 from gateway.web.paths import admin_key
 from gateway.web.responses import answer_cache_control, image_response
 
 
 def variant_spec(request: web.Request) -> VariantSpec | None:
-    """The variant the query asks for (400 for disallowed values); None for the
-    original: no variant parameter at all (``?v=123`` cache-busters are ignored)."""
-    if not request.query_string or not wants_variant(request.query):
+    """The negotiated variant the query asks for (400 for disallowed values); None
+    for the original: no variant parameter at all (``?v=123`` cache-busters are
+    ignored)."""
+    query_string = request.query_string
+    if not query_string:
         return None
-    return request.app[PARTS].variants.parse(request.query, request.headers)
+    return request.app[PARTS].variants.spec_for(query_string, lambda: request.query,
+                                                request.headers)
 
 
 async def variant_image(request: web.Request, image_id: str | None, spec: VariantSpec, *,
@@ -36,7 +39,7 @@ async def variant_image(request: web.Request, image_id: str | None, spec: Varian
     elif image_id is None:
         served = await variants.for_unknown(spec)
     else:
-        served = await variants.get(image_id, spec)
+        served = variants.from_memory(image_id, spec) or await variants.get(image_id, spec)
     config = request.app[PARTS].config
     cache_control = answer_cache_control(
         served.layer, config.http,
