@@ -1,0 +1,26 @@
+"""The capacity model: ``python -m bench.capacity`` (a simulation, not a load test).
+
+How many replicas, how much memory and disk, how many Redis operations and
+S3 requests a workload needs, from its shape (objects, sizes, popularity,
+request rate) and the deployment (replicas, workers, memory.max_bytes,
+disk.max_bytes, the nginx micro-cache, a CDN in front).
+
+Two ways to the same figures (docs/CAPACITY.md says when to use which):
+
+``model.predict`` (the default): analytic, per object and vectorised with NumPy.
+    Each LRU is solved with Che's approximation generalised to objects of
+    different sizes (a characteristic time T with
+    sum_i size_i * P(i present | T) = capacity), with purges as a second
+    Poisson process that empties an entry, and TTL caches (the micro-cache,
+    a CDN) with the renewal formula hit = rate*ttl / (1 + rate*ttl). Its cost
+    depends on the number of objects, not of requests: 10^6 objects take
+    about a second whatever the request count.
+
+``exact.simulate``: a trace replayed request by request through the same
+    layers (consistent hash -> a random worker's memory LRU -> the replica's
+    disk LRU, by bytes, with TTLs and purges), as the gateway runs them.
+    Pure Python, about 1 µs of work per request and layer: for checking the
+    analytic model and for replaying the bench's long-tail trace, not for 10^7.
+
+Routing is nginx's ``hash $uri consistent`` exactly (``hashring.KetamaRing``).
+"""

@@ -1,0 +1,100 @@
+"""The objects and their popularity: sizes, request probabilities, names, traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``probs[i]`` of the requests ask for object i, of ``sizes[i]`` bytes, at ``uris[i]``."""
+
+    sizes: Floats
+    probs: Floats
+    uris: list[str]
+
+    def __post_init__(self) -> None:
+        if not (len(self.sizes) == len(self.probs) == len(self.uris)):
+            raise ValueError("sizes, probs and uris must have one entry per object")
+
+    @property
+    def objects(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def total_bytes(self) -> float:
+        return float(self.sizes.sum())
+
+
+def zipf_probs(n: int, s: float) -> Floats:
+    """P(rank r) proportional to r^-s, r = 1..n (s = 0: uniform)."""
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -s
+    out: Floats = weights / weights.sum()
+    return out
+
+
+def lognormal_sizes(n: int, median: float, sigma: float, lo: float, hi: float,
+                    seed: int) -> Floats:
+    """Sizes drawn from a log-normal (``median`` bytes, ``sigma`` of ln), clipped."""
+    rng = np.random.default_rng(seed)
+    out: Floats = np.clip(np.exp(rng.normal(np.log(median), sigma, n)), lo, hi).round()
+    return out
+
+
+def default_uris(n: int) -> list[str]:
+    return [f"/images/obj-{i:07d}.jpg" for i in range(n)]
+
+
+def synthetic(n: int, zipf_s: float, *, median: float, sigma: float, lo: float, hi: float,
+              seed: int) -> Workload:
+    """n objects; popularity rank is a seeded shuffle, so rank and size are independent."""
+    probs = np.empty(n)
+    rng = np.random.default_rng(seed + 1)
+    probs[rng.permutation(n)] = zipf_probs(n, zipf_s)
+    return Workload(lognormal_sizes(n, median, sigma, lo, hi, seed), probs, default_uris(n))
+
+
+def sample_trace(probs: Floats, length: int, seed: int) -> Ints:
+    """``length`` object ids drawn independently from ``probs`` (the IRM)."""
+    rng = np.random.default_rng(seed)
+    cdf = np.cumsum(probs)
+    cdf /= cdf[-1]
+    out: Ints = np.searchsorted(cdf, rng.random(length), side="right").astype(np.int64)
+    return out
+
+
+def read_trace(path: Path, uris: list[str] | None = None) -> tuple[Ints, list[str]]:
+    """A trace file: one id (or path) per line. Returns (ids, uris of the ids);
+    ids number the distinct lines in order of first appearance, unless ``uris``
+    names the objects already (lines not in it are an error)."""
+    index: dict[str, int] = {u: i for i, u in enumerate(uris)} if uris is not None else {}
+    names = list(uris) if uris is not None else []
+    ids = []
+    with path.open() as f:
+        for line in f:
+            name = line.strip()
+            if not name:
+                continue
+            if not name.startswith("/"):
+                name = "/images/" + name
+            i = index.get(name)
+            if i is None:
+                if uris is not None:
+                    raise ValueError(f"{path}: {name!r} is not one of the objects")
+                i = index[name] = len(names)
+                names.append(name)
+            ids.append(i)
+    return np.array(ids, dtype=np.int64), names
+
+
+def from_trace(ids: Ints, sizes: Floats, uris: list[str]) -> Workload:
+    """The workload a trace describes: each object's share of its requests."""
+    counts = np.bincount(ids, minlength=len(uris)).astype(np.float64)
+    return Workload(sizes, counts / counts.sum(), uris)
