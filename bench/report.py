@@ -354,6 +354,10 @@ def render(results: Results, argv: list[str], profile_section: str | None) -> st
               "multiprocessing's resource tracker. A worker with an (almost) empty LRU "
               "(gateway-disk) shows the fixed cost of one worker process; the supervisor "
               "only starts and watches workers."]
+    if results.longtail is not None:
+        from bench.longtail import section
+
+        lines += ["", *section(results.longtail)]
     lines += ["", "## Machine", "", "| | |", "| --- | --- |"]
     for key, value in machine().items():
         lines.append(f"| {key} | {value} |")
@@ -452,6 +456,7 @@ def as_json(results: Results) -> dict[str, Any]:
         "memory": {k: vars(v) | {"limit": results.memory_limits[k]}
                    for k, v in results.memory.items()},
         "targets": [vars(t) for t in targets(results)],
+        "longtail": results.longtail,
     }
 
 

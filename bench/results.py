@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.burst import BurstResult
 from bench.procs import MemoryPeak
@@ -59,3 +60,4 @@ class Results:
     gateway_env: dict[str, dict[str, str]] = field(default_factory=dict)
     nginx_confs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    longtail: dict[str, Any] | None = None  # bench/longtail.py's figures, when it ran

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from types import FrameType
 
-from bench import anchors, client, images, report, stack
+from bench import anchors, client, images, longtail, report, stack
 from bench.burst import run_burst
 from bench.images import Picture
 from bench.procs import RssSampler
@@ -245,6 +245,11 @@ def run(settings: Settings) -> Results:
                 runner.measure("disk", "gateway, disk hits (LRU too small)", "gateway",
                                gw.url, origin=proxy)
             results.memory[name] = sampler.unwatch(name)
+
+        lt = longtail.LongTailSettings.from_env()
+        if lt.enabled:
+            results.longtail = longtail.run(settings, lt, outer, redis, sampler)
+            longtail.save(results.longtail)
     results.finished = time.time()
     results.load_end = os.getloadavg()
     return results
@@ -398,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                              "and disk-hit scenarios, into bench/out/")
     parser.add_argument("--native", action="store_true",
                         help="with --profile: include native (C) frames")
+    parser.add_argument("--only", choices=["longtail"],
+                        help="run one scenario alone (longtail: bench/longtail.py; writes "
+                             "bench/out/longtail.json and .md, not RESULTS.md)")
     parser.add_argument("--results", default=str(RESULTS_MD),
                         help="where to write the results (default bench/RESULTS.md)")
     args = parser.parse_args(argv)
@@ -409,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             profile(settings, args.native)
             return 0
+        if args.only == "longtail":
+            return longtail.run_alone(settings)
         results = run(settings)
     except KeyboardInterrupt:
         say("interrupted: everything started was stopped")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +20,7 @@ class Workload:
 
     sizes: Floats
     probs: Floats
-    uris: list[str]
+    uris: Sequence[str]
 
     def __post_init__(self) -> None:
         if not (len(self.sizes) == len(self.probs) == len(self.uris)):
@@ -48,8 +50,33 @@ def lognormal_sizes(n: int, median: float, sigma: float, lo: float, hi: float,
     return out
 
 
-def default_uris(n: int) -> list[str]:
-    return [f"/images/obj-{i:07d}.jpg" for i in range(n)]
+class SyntheticUris(Sequence[str]):
+    """/images/obj-0000000.jpg ... made when asked for: 10^7 of them as a list would
+    take gigabytes."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return f"/images/obj-{i % self.n:08d}.jpg"
+
+    def __iter__(self) -> Iterator[str]:
+        return (f"/images/obj-{i:08d}.jpg" for i in range(self.n))
+
+
+def default_uris(n: int) -> Sequence[str]:
+    return SyntheticUris(n)
 
 
 def synthetic(n: int, zipf_s: float, *, median: float, sigma: float, lo: float, hi: float,
@@ -94,7 +121,7 @@ def read_trace(path: Path, uris: list[str] | None = None) -> tuple[Ints, list[st
     return np.array(ids, dtype=np.int64), names
 
 
-def from_trace(ids: Ints, sizes: Floats, uris: list[str]) -> Workload:
+def from_trace(ids: Ints, sizes: Floats, uris: Sequence[str]) -> Workload:
     """The workload a trace describes: each object's share of its requests."""
     counts = np.bincount(ids, minlength=len(uris)).astype(np.float64)
     return Workload(sizes, counts / counts.sum(), uris)

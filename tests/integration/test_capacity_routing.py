@@ -17,14 +17,14 @@ from tests.support.nginx import SHIPPED_CONF, NginxServer, render_nginx_conf
 
 
 class _Named(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         name = f"127.0.0.1:{self.server.server_address[1]}"
         self.send_response(200)
         self.send_header("X-Backend", name)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
