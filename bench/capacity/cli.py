@@ -43,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--size-max", type=size, default=size("200kB"))
     w.add_argument("--rate", type=float, default=1000.0, help="client requests per second")
     w.add_argument("--seed", type=int, default=1)
+    w.add_argument("--modelled", type=float, default=2e6,
+                   help="largest number of objects modelled one by one (default 2e6); a "
+                        "bigger set is modelled by its most popular half of that and a "
+                        "random sample of the rest, each standing for its share")
     d = p.add_argument_group("deployment")
     d.add_argument("--cdn-hit", type=float, default=0.0,
                    help="share of requests a CDN / browser caches answer (0: none)")
@@ -72,6 +76,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def build_workload(args: argparse.Namespace) -> workload.Workload:
+    if args.trace is None and args.objects > args.modelled:
+        half = int(args.modelled // 2)
+        return workload.sampled_synthetic(
+            int(args.objects), args.zipf, head=half, tail=half, median=args.size_median,
+            sigma=args.size_sigma, lo=args.size_min, hi=args.size_max, seed=args.seed)
     if args.trace is not None:
         ids, uris = workload.read_trace(args.trace)
         sizes = workload.lognormal_sizes(len(uris), args.size_median, args.size_sigma,
@@ -109,7 +118,10 @@ def _si(value: float, unit: str = "") -> str:
 
 def render(p: Prediction, wl: workload.Workload, d: Deployment, tp: Throughput,
            replay: exact.Replay | None, seconds: float) -> str:
-    lines = [f"objects {wl.objects:,}, {_si(wl.total_bytes, 'B')} in all; "
+    head = 0 if wl.weights is None else int((wl.weights == 1).sum())
+    sampled = (f" (modelled: the {head:,} most popular and a random sample of the rest, "
+               f"{wl.modelled:,} in all)" if wl.weights is not None else "")
+    lines = [f"objects {wl.objects:,}{sampled}, {_si(wl.total_bytes, 'B')} in all; "
              f"{p.rate:,.0f} requests/s; {d.replicas} replicas x {d.workers} workers, "
              f"memory.max_bytes {_si(d.memory_max_bytes, 'B')}, disk.max_bytes "
              f"{_si(d.disk_max_bytes, 'B')} per replica; micro-cache {d.micro_ttl:g} s, "
@@ -147,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     pred = predict(wl, args.rate, d, tp)
     seconds = time.perf_counter() - started
     replay = None
+    if args.exact and wl.weights is not None:
+        raise SystemExit("--exact replays every object: use it on sets up to --modelled")
     if args.exact:
         n = int(args.exact)
         ids = workload.sample_trace(wl.probs, n, args.seed + 2)
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                 seed=args.seed)
     if args.json:
         out = {"prediction": asdict(pred), "deployment": asdict(d), "throughput": asdict(tp),
-               "objects": wl.objects, "total_bytes": wl.total_bytes,
+               "objects": wl.objects, "modelled": wl.modelled, "total_bytes": wl.total_bytes,
                "exact": replay.shares() if replay else None}
         json.dump(out, sys.stdout, indent=1)
         print()

@@ -21,18 +21,28 @@ class Workload:
     sizes: Floats
     probs: Floats
     uris: Sequence[str]
+    weights: Floats | None = None  # objects each one stands for (a sample); None: 1 each
 
     def __post_init__(self) -> None:
         if not (len(self.sizes) == len(self.probs) == len(self.uris)):
             raise ValueError("sizes, probs and uris must have one entry per object")
 
     @property
+    def weight(self) -> Floats:
+        return np.ones(len(self.sizes)) if self.weights is None else self.weights
+
+    @property
     def objects(self) -> int:
+        """Objects in the whole set (more than modelled when sampled)."""
+        return round(float(self.weight.sum()))
+
+    @property
+    def modelled(self) -> int:
         return len(self.sizes)
 
     @property
     def total_bytes(self) -> float:
-        return float(self.sizes.sum())
+        return float(np.dot(self.sizes, self.weight))
 
 
 def zipf_probs(n: int, s: float) -> Floats:
@@ -86,6 +96,33 @@ def synthetic(n: int, zipf_s: float, *, median: float, sigma: float, lo: float, 
     rng = np.random.default_rng(seed + 1)
     probs[rng.permutation(n)] = zipf_probs(n, zipf_s)
     return Workload(lognormal_sizes(n, median, sigma, lo, hi, seed), probs, default_uris(n))
+
+
+def sampled_synthetic(n: int, zipf_s: float, head: int, tail: int, *, median: float,
+                      sigma: float, lo: float, hi: float, seed: int) -> Workload:
+    """``synthetic(n, ...)`` for sets too big to hold per object (5 * 10^7 avatars):
+    the ``head`` most popular objects all, and a uniform random sample of about
+    ``tail`` of the others, each standing for 1/fraction objects (its weight).
+    Every sum of the model (bytes held, requests, fetches) is then an unbiased
+    estimate of the whole set's; the head is kept whole because a Zipf's first
+    objects carry much of the traffic and sampling them would swing the result."""
+    rng = np.random.default_rng(seed + 2)
+    head = min(head, n)
+    fraction = min(1.0, tail / (n - head)) if n > head else 1.0
+    harmonic = 0.0
+    ranks_kept = []
+    chunk = 10_000_000
+    for start in range(1, n + 1, chunk):  # in chunks: n floats at once is GBs
+        ranks = np.arange(start, min(n, start + chunk - 1) + 1, dtype=np.float64)
+        harmonic += float((ranks**-zipf_s).sum())
+        keep = (ranks <= head) | (rng.random(len(ranks)) < fraction)
+        ranks_kept.append(ranks[keep])
+    kept = np.concatenate(ranks_kept)
+    probs: Floats = kept**-zipf_s / harmonic
+    weights = np.where(kept <= head, 1.0, 1.0 / fraction)
+    m = len(kept)
+    return Workload(lognormal_sizes(m, median, sigma, lo, hi, seed), probs, default_uris(m),
+                    weights)
 
 
 def sample_trace(probs: Floats, length: int, seed: int) -> Ints:

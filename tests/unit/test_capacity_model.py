@@ -145,6 +145,21 @@ def test_origin_bytes_redis_and_cores_follow_the_misses() -> None:
     assert p.cores == pytest.approx(0.1)
 
 
+def test_a_sampled_large_set_gives_the_figures_of_the_whole_one() -> None:
+    kw: dict[str, float] = dict(median=15_000, sigma=0.5, lo=2000, hi=200_000, seed=3)
+    whole = workload.synthetic(200_000, 0.9, **kw)  # type: ignore[arg-type]
+    sample = workload.sampled_synthetic(200_000, 0.9, head=10_000, tail=10_000, **kw)  # type: ignore[arg-type]
+    assert sample.modelled < 25_000
+    assert sample.objects == pytest.approx(200_000, rel=0.03)
+    d = Deployment(replicas=3, memory_max_bytes=0.02 * whole.total_bytes,
+                   disk_max_bytes=0.2 * whole.total_bytes, purge_rate=1.0)
+    full, sampled = predict(whole, 5000.0, d), predict(sample, 5000.0, d)
+    for layer in ("micro", "memory", "disk", "miss"):
+        assert sampled.shares[layer] == pytest.approx(full.shares[layer], abs=0.01), layer
+    assert sampled.origin_gets == pytest.approx(full.origin_gets, rel=0.05)
+    assert sampled.redis["purge"] == full.redis["purge"] == 3.0
+
+
 def test_sizes_parse_with_units() -> None:
     assert size("256MiB") == 256 * 2**20
     assert size("10GB") == 10e9
