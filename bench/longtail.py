@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import time
 import urllib.request
 from collections import Counter
@@ -155,8 +156,9 @@ def run(s: Settings, lt: LongTailSettings, outer: contextlib.ExitStack, redis: R
         "sizes": {"median": float(np.median(data.sizes)), "min": float(data.sizes.min()),
                   "max": float(data.sizes.max())}}
 
+    run_dir = OUT / "run" / "longtail"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a cold gateway: no disk cache of a past run
     with contextlib.ExitStack() as phase:
-        run_dir = OUT / "run" / "longtail"
         static = stack.start_nginx(phase, anchors.static_nginx(
             run_dir / "nginx-static", port=free_port(), root=data.folder, workers=s.workers))
         cache = stack.start_nginx(phase, anchors.s3_cache_nginx(
