@@ -116,6 +116,13 @@ def _si(value: float, unit: str = "") -> str:
     return f"{value:,.2f} {unit}".rstrip()
 
 
+def _after(seconds: float) -> str:
+    for unit, size_s in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size_s:
+            return f"{seconds / size_s:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def render(p: Prediction, wl: workload.Workload, d: Deployment, tp: Throughput,
            replay: exact.Replay | None, seconds: float) -> str:
     head = 0 if wl.weights is None else int((wl.weights == 1).sum())
@@ -143,6 +150,11 @@ def render(p: Prediction, wl: workload.Workload, d: Deployment, tp: Throughput,
         "  memory held   " + ", ".join(_si(b, "B") for b in p.memory_used),
         "  disk held     " + ", ".join(_si(b, "B") for b in p.disk_used),
     ]
+    if p.resync:
+        lines.append("after a resync (every copy untrusted, each revalidated on its next "
+                     "request): origin GETs/s, Redis ops/s")
+        lines.append("  " + "; ".join(f"{_after(t)}: {gets:,.0f}, {ops:,.0f}"
+                                      for t, (gets, ops) in p.resync.items()))
     if p.cores is not None:
         lines.append(f"gateway cores   {p.cores:,.2f} (per-worker req/s: memory {tp.memory:,.0f}, "
                      f"disk {tp.disk:,.0f}, origin fetch {tp.miss:,.0f}; from {tp.source})")

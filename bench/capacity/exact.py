@@ -68,6 +68,20 @@ def simulate(workload: Workload, ids: Ints, d: Deployment, *, rate: float,
     """Replay ``ids`` (request k at time k / ``rate``), counting from request
     ``measure_from``. ``direct`` ids go first, straight to the gateway (a fill
     pass that bypasses nginx and any CDN), at time 0."""
+    return _simulate(workload, ids, d, rate=rate, measure_from=measure_from, direct=direct,
+                     seed=seed, distrust=False)
+
+
+def simulate_resync(workload: Workload, ids: Ints, d: Deployment, *, rate: float,
+                    measure_from: int, seed: int = 1) -> Replay:
+    """As ``simulate``, every cached copy made untrusted at request ``measure_from``
+    (what the gateway does after a Redis restart or resubscription)."""
+    return _simulate(workload, ids, d, rate=rate, measure_from=measure_from, direct=(),
+                     seed=seed, distrust=True)
+
+
+def _simulate(workload: Workload, ids: Ints, d: Deployment, *, rate: float,
+              measure_from: int, direct: Sequence[int], seed: int, distrust: bool) -> Replay:
     rng = random.Random(seed)
     sizes = workload.sizes
     owner = route(workload, d.replicas).tolist()
@@ -125,6 +139,10 @@ def simulate(workload: Workload, ids: Ints, d: Deployment, *, rate: float,
                 memory.drop(victim)
             disks[owner[victim]].drop(victim)
         counting = k >= measure_from
+        if distrust and k == measure_from:
+            for lru in [m for ms in memories for m in ms] + disks:
+                for key in lru.entries:
+                    lru.entries[key] = -math.inf
         layer = _edge(i, now, cdn, cdn_ttl, micro[rng.randrange(d.edges)], d.micro_ttl)
         if layer is None:
             layer = gateway(i, now, counting)

@@ -64,6 +64,10 @@ class Prediction:
     memory_used: list[float]             # bytes each replica's workers hold, summed
     disk_used: list[float]               # bytes each replica's disk holds
     cores: float | None = None           # gateway worker cores for this rate
+    # After the gateway distrusts its copies (a Redis restart or failover, a
+    # resubscription: docs/ARCHITECTURE.md), each cached picture is revalidated on
+    # its next request: seconds after -> (origin GETs/s, Redis ops/s) then.
+    resync: dict[float, tuple[float, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -149,11 +153,29 @@ def predict(workload: Workload, rate: float, d: Deployment,
         origin_bytes=float(np.dot(per_layer["miss"], sizes)),
         served_bytes=float(np.dot(lam * w, sizes)), redis=redis, replica_rates=replica_rates,
         memory_used=mem_used, disk_used=disk_used)
+    pred.resync = _resync(g, found, w, sizes, d)
     if throughput is not None:
         rates = {k: float(v.sum()) for k, v in per_layer.items()}
         pred.cores = (rates["memory"] / throughput.memory + rates["disk"] / throughput.disk
                       + (rates["miss"] + rates["revalidated"]) / throughput.miss)
     return pred
+
+
+RESYNC_AFTER = (0.0, 10.0, 60.0, 600.0, 3600.0, 86400.0)
+
+
+def _resync(g: Floats, found: Floats, w: Floats, sizes: Floats, d: Deployment
+            ) -> dict[float, tuple[float, float]]:
+    """Revalidations per second t s after every copy became untrusted: an object
+    held (P = found) and not yet asked for since (P = exp(-g t)) is revalidated at
+    its request rate g. Each costs an origin GET and its Redis commands (lease,
+    release, result, stored URL); the steady misses come on top."""
+    out = {}
+    per_fetch = 2.0 + np.where(sizes <= d.fill_max_bytes, 1.0, 0.0) + (d.url_ttl > 0)
+    for after in RESYNC_AFTER:
+        rate = g * found * np.exp(-g * after) * w
+        out[after] = (float(rate.sum()), float(np.dot(rate, per_fetch)))
+    return out
 
 
 def _redis_ops(fetch: Floats, w: Floats, sizes: Floats, d: Deployment) -> dict[str, float]:

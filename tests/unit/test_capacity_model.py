@@ -98,6 +98,22 @@ def test_purges_empty_the_caches_at_the_rate_given() -> None:
     assert model.redis["purge_delivery"] == 2.0
 
 
+def test_after_a_resync_each_held_copy_is_revalidated_once_on_its_next_request() -> None:
+    wl = equal_sizes(2000, 0.8)
+    d = gateway_only(memory_max_bytes=1e9, disk_max_bytes=1e9)
+    rate = 400.0
+    model = predict(wl, rate, d).resync
+    assert model[0.0][0] == pytest.approx(rate)  # everything held: every request at first
+    g = wl.probs * rate
+    assert model[60.0][0] == pytest.approx(float(np.dot(g, np.exp(-g * 60))))
+    assert model[0.0][1] == pytest.approx(3 * rate)  # lease, release, result (no URLs)
+    # replayed: the revalidations in the first 60 s add up to what the rates say
+    ids = workload.sample_trace(wl.probs, 100_000 + 24_000, seed=12)
+    replay = exact.simulate_resync(wl, ids[:124_000], d, rate=rate, measure_from=100_000)
+    expected = float((-np.expm1(-g * 60)).sum())  # objects asked for within 60 s
+    assert replay.counts["revalidated"] == pytest.approx(expected, rel=0.03)
+
+
 def test_the_micro_cache_answers_the_ttl_share() -> None:
     wl = equal_sizes(10, 0.0)
     d = gateway_only(memory_max_bytes=1e9, disk_max_bytes=1e9, micro_ttl=1.0)
