@@ -14,13 +14,15 @@ Two ways to the same figures (docs/CAPACITY.md says when to use which):
     Poisson process that empties an entry, and TTL caches (the micro-cache,
     a CDN) with the renewal formula hit = rate*ttl / (1 + rate*ttl). Its cost
     depends on the number of objects, not of requests: 10^6 objects take
-    about a second whatever the request count.
+    2-3 s whatever the request count (10^7 requests or 10^10). Sets above
+    --modelled (2 * 10^6) are modelled by their most popular 10^6 objects and
+    a weighted random sample of the rest (workload.sampled_synthetic).
 
 ``exact.simulate``: a trace replayed request by request through the same
     layers (consistent hash -> a random worker's memory LRU -> the replica's
     disk LRU, by bytes, with TTLs and purges), as the gateway runs them.
-    Pure Python, about 1 µs of work per request and layer: for checking the
-    analytic model and for replaying the bench's long-tail trace, not for 10^7.
+    Pure Python, about 1.5 µs per request (10^7 requests: ~15 s): for
+    checking the analytic model and replaying the bench's long-tail trace.
 
 Routing is nginx's ``hash $uri consistent`` exactly (``hashring.KetamaRing``).
 """

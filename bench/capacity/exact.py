@@ -98,7 +98,7 @@ def _simulate(workload: Workload, ids: Ints, d: Deployment, *, rate: float,
     purges = _purges(d.purge_rate, workload.objects, len(ids) / rate, rng)
     next_purge = 0
     counts: Counter[str] = Counter()
-    origin = [0, 0.0]
+    origin = [0.0, 0.0]  # GETs, bytes
 
     def gateway(i: int, now: float, counting: bool) -> str:
         r = owner[i]
@@ -148,7 +148,7 @@ def _simulate(workload: Workload, ids: Ints, d: Deployment, *, rate: float,
             layer = gateway(i, now, counting)
         if counting:
             counts[layer] += 1
-    return Replay(counts, origin[0], origin[1], max(0, len(ids) - measure_from))
+    return Replay(counts, int(origin[0]), origin[1], max(0, len(ids) - measure_from))
 
 
 def _edge(i: int, now: float, cdn: dict[int, float], cdn_ttl: float,
