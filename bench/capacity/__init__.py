@@ -21,8 +21,9 @@ Two ways to the same figures (docs/CAPACITY.md says when to use which):
 ``exact.simulate``: a trace replayed request by request through the same
     layers (consistent hash -> a random worker's memory LRU -> the replica's
     disk LRU, by bytes, with TTLs and purges), as the gateway runs them.
-    Pure Python, about 1.5 µs per request (10^7 requests: ~15 s): for
-    checking the analytic model and replaying the bench's long-tail trace.
+    Pure Python, 1.5-6 µs per request (10^7 requests over 10^6 objects: about a
+    minute on the busy 2-core test machine): for checking the analytic model
+    and replaying the bench's long-tail trace.
 
 Routing is nginx's ``hash $uri consistent`` exactly (``hashring.KetamaRing``).
 """
