@@ -368,6 +368,10 @@ def render(results: Results, argv: list[str], profile_section: str | None) -> st
               "multiprocessing's resource tracker. A worker with an (almost) empty LRU "
               "(gateway-disk) shows the fixed cost of one worker process; the supervisor "
               "only starts and watches workers."]
+    if results.longtail is not None:
+        from bench.longtail import section
+
+        lines += ["", *section(results.longtail)]
     lines += ["", "## Machine", "", "| | |", "| --- | --- |"]
     for key, value in machine().items():
         lines.append(f"| {key} | {value} |")
@@ -468,6 +472,7 @@ def as_json(results: Results) -> dict[str, Any]:
         "targets": [vars(t) for t in targets(results)],
         "peers": None if results.peers is None else dataclasses.asdict(results.peers),
         "browser": None if results.browser is None else dataclasses.asdict(results.browser),
+        "longtail": results.longtail,
     }
 
 

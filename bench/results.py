@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.burst import BurstResult
 from bench.procs import MemoryPeak
@@ -120,3 +121,4 @@ class Results:
     notes: list[str] = field(default_factory=list)
     peers: PeerFigures | None = None      # thumbor and the one-process rows (--only thumbor)
     browser: Headline | None = None       # the seed's headline in Chromium (--only browser)
+    longtail: dict[str, Any] | None = None  # bench/longtail.py's figures, when it ran

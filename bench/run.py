@@ -25,6 +25,7 @@ from bench import (
     browser_layers,
     client,
     images,
+    longtail,
     report,
     stack,
     thumbor_peer,
@@ -157,7 +158,7 @@ class Runner:
 
 
 #: The scenario groups of a run, in order; ``python -m bench --only a,b`` runs some.
-SCENARIOS = ("memory", "disk", "thumbor", "browser")
+SCENARIOS = ("memory", "disk", "thumbor", "browser", "longtail")
 
 
 def _phase(name: str, only: frozenset[str]) -> Iterator[contextlib.ExitStack]:
@@ -293,6 +294,11 @@ def run(settings: Settings, only: frozenset[str] = frozenset(SCENARIOS)) -> Resu
                 phase, say, settings, pictures, proxy,
                 lambda stack_, name, extra: _browser_gateway(
                     stack_, sampler, settings, bucket, proxy, redis, name, extra))
+        for phase in _phase("longtail", only):
+            lt = longtail.LongTailSettings.from_env()
+            if lt.enabled:
+                results.longtail = longtail.run(settings, lt, phase, redis, sampler)
+                longtail.save(results.longtail)
     results.finished = time.time()
     results.load_end = os.getloadavg()
     return results
@@ -480,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             profile(settings, args.native)
             return 0
+        if only == frozenset({"longtail"}):  # alone: bench/out/longtail.{json,md}
+            return longtail.run_alone(settings)
         results = run(settings, only)
     except KeyboardInterrupt:
         say("interrupted: everything started was stopped")
