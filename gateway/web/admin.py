@@ -33,7 +33,7 @@ def bearer_auth(token: str) -> Middleware:
         ok = scheme.lower() == "bearer" and hmac.compare_digest(
             supplied.strip().encode(), expected)
         if not ok:
-            response = error_response(401, "unauthorized")
+            response = error_response(401, "unauthorized", request)
             response.headers["WWW-Authenticate"] = 'Bearer realm="image-gateway admin"'
             return response
         return await handler(request)

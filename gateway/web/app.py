@@ -140,6 +140,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         counters, gauges = variants.figures()
         counters["origin.retries"] = resilient.retried
         counters["origin.breaker_trips"] = breaker.trips
+        gauges["origin.breaker_open"] = float(breaker.state == CircuitBreaker.OPEN)
         gauges.update(cache.gauges())
         return counters, gauges
 
@@ -191,6 +192,7 @@ def _routes(app: web.Application, config: Config) -> None:
     # to anything (a newline too), and it is the handler that answers 400, not a 404.
     app.router.add_get(r"/images/{image_id:[\s\S]+}", handlers.images)
     app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/livez", handlers.healthz)  # Kubernetes' current name for it
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", metrics, allow_head=False)
     if config.admin.token:  # no token, no admin surface at all (404, not 401)

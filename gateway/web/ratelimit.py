@@ -51,7 +51,8 @@ class TokenBuckets:
 
 
 def rate_limit(buckets: TokenBuckets, addresses: ClientAddress,
-               exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")) -> Middleware:
+               exempt: tuple[str, ...] = ("/healthz", "/livez", "/readyz", "/metrics"),
+               ) -> Middleware:
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in exempt:
@@ -59,7 +60,7 @@ def rate_limit(buckets: TokenBuckets, addresses: ClientAddress,
         client = addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
         wait = buckets.take(client)
         if wait > 0:
-            response = error_response(429, "too many requests")
+            response = error_response(429, "too many requests", request)
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
         return await handler(request)

@@ -16,6 +16,8 @@ from gateway.config import HttpConfig
 from gateway.model import Blob, Layer, Served
 from gateway.web.conditional import is_not_modified
 from gateway.web.keys import ANSWER_LAYER
+from gateway.web.requestid import HEADER as REQUEST_ID
+from gateway.web.requestid import request_id_of
 
 # aiohttp sets Server only when absent: ours names no versions for scanners to match.
 SERVER = "image-gateway"
@@ -62,10 +64,13 @@ def answer_cache_control(layer: Layer, http: HttpConfig, usual: str) -> str:
 
 async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: every answer, whoever made it (a handler, the router, a
-    middleware), names no framework version and forbids sniffing."""
+    middleware), names no framework version, forbids sniffing and carries a request id
+    (an error answer has its own already: its body quotes it)."""
     headers = response.headers
     headers["Server"] = SERVER  # aiohttp has set its own by now
     headers.setdefault("X-Content-Type-Options", "nosniff")
+    if REQUEST_ID not in headers:
+        headers[REQUEST_ID] = request_id_of(request.headers)
 
 
 def image_response(request: web.Request, served: Served, cache_control: str,
