@@ -13,8 +13,9 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -64,6 +65,11 @@ from gateway.web.ratelimit import TokenBuckets, rate_limit
 from gateway.web.responses import common_headers
 from gateway.web.signing import UrlSigner
 
+if TYPE_CHECKING:  # never at run time: tracing is imported only when it is on
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from gateway.web.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 #: The largest request body read: an upload (PUT /admin/images/{id}, docs/variants.md).
@@ -74,11 +80,14 @@ MAX_BODY = 16 * 1024 * 1024
 FIRST_SUBSCRIPTION_WAIT = 2.0
 
 
-async def create_app(config: Config) -> web.Application:
-    """Build every component for ``config``; closing happens in the app's cleanup."""
+async def create_app(config: Config, *, span_exporter: SpanExporter | None = None
+                     ) -> web.Application:
+    """Build every component for ``config``; closing happens in the app's cleanup.
+    Traced when the OTEL_* variables ask for it, or to ``span_exporter`` (tests)."""
     stack = contextlib.AsyncExitStack()
     try:
-        app = await _build(config, stack)
+        tracing = _tracing(stack, span_exporter)
+        app = await _build(config, stack, tracing)
     except BaseException:
         await stack.aclose()
         raise
@@ -90,7 +99,8 @@ async def create_app(config: Config) -> web.Application:
     return app
 
 
-async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Application:
+async def _build(config: Config, stack: contextlib.AsyncExitStack,
+                 tracing: Tracing | None) -> web.Application:
     stats = Stats()
     recorder = Recorder()
     rejected = RedisRejections(stats)
@@ -104,17 +114,21 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     resilient = ResilientOrigin(raw_origin, retries=o.retries, backoff=o.retry_backoff,
                                 breaker=breaker, max_concurrent=o.max_concurrent_fetches,
                                 queue_timeout=o.queue_timeout)
-    origin = TimedOrigin(resilient, recorder.origin_fetch)
+    origin: Origin = TimedOrigin(resilient, recorder.origin_fetch)
+    if tracing is not None:
+        origin = tracing.origin(origin)
     stack.push_async_callback(origin.close)
 
     cache = await _cache(config, stats, stack)
+    cluster = _cluster(config, link, rejected)
     service = ImageService(
-        cache=cache, origin=origin, cluster=_cluster(config, link, rejected),
+        cache=cache, origin=origin,
+        cluster=cluster if tracing is None else tracing.flight(cluster),
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
         refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2))
     stack.push_async_callback(service.close)
-    variants = _variants(config, service, cache, stack)
+    variants = _variants(config, service, cache, stack, tracing)
 
     aliases = AliasStore(link, rejected)
     bus = InvalidationBus(link, stats=stats, rejected=rejected)
@@ -151,7 +165,10 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
                    shared_dir=os.environ.get(SHARED_DIR_ENV) or None, on_clear=clear_caches,
                    figures=figures)
 
-    app = web.Application(middlewares=_middlewares(config, recorder, stats),
+    middlewares = _middlewares(config, recorder, stats)
+    if tracing is not None:  # no layer at all when off
+        middlewares = tracing.middlewares() + middlewares
+    app = web.Application(middlewares=middlewares,
                           client_max_size=MAX_BODY)
     app[PARTS] = Parts(
         config=config, service=service, cache=cache, variants=variants,
@@ -172,6 +189,38 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     app.on_response_prepare.append(common_headers)
     _routes(app, config)
     return app
+
+
+def tracing_wanted(environ: Mapping[str, str]) -> bool:
+    """Whether the standard OTEL_* variables ask for traces: an exporter named (not
+    ``none``) or an OTLP endpoint set, and the SDK not disabled."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return exporters != "none"
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def _tracing(stack: contextlib.AsyncExitStack,
+             span_exporter: SpanExporter | None) -> Tracing | None:
+    if span_exporter is None and not tracing_wanted(os.environ):
+        return None
+    try:
+        from gateway.web.tracing import Tracing
+    except ImportError as exc:  # pictures matter more than traces: serve without
+        log.warning("OTEL_* variables ask for traces, but OpenTelemetry is not installed "
+                    "(pip install 'image-gateway[tracing]'): tracing off (%s)", exc)
+        return None
+    tracing = Tracing.from_environment(os.environ, span_exporter)
+    tracing.instrument()  # before any client (S3, Redis) is made
+    # Last to close: the parts' final spans are exported too. In a thread: an exporter
+    # that cannot reach its collector must not stall the event loop at shutdown.
+    stack.push_async_callback(asyncio.to_thread, tracing.close)
+    log.info("tracing on: %s", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+             or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "an exporter of the caller")
+    return tracing
 
 
 def _middlewares(config: Config, recorder: Recorder, stats: Stats) -> list[Middleware]:
@@ -310,7 +359,7 @@ async def _origin(config: Config, store: UrlStore,
 
 
 def _variants(config: Config, service: ImageService, cache: TieredCache,
-              stack: contextlib.AsyncExitStack) -> VariantService:
+              stack: contextlib.AsyncExitStack, tracing: Tracing | None) -> VariantService:
     t = config.transform
     available = available_formats()
     missing = set(t.formats) - available
@@ -318,7 +367,8 @@ def _variants(config: Config, service: ImageService, cache: TieredCache,
         log.warning("transform.formats: %s not supported by this Pillow build; not offered",
                     ", ".join(sorted(missing)))
     configure_pillow(t.max_pixels)
-    variants = VariantService(service, cache, TransformPool(t.workers, t.queue), t,
+    pool = TransformPool(t.workers, t.queue)
+    variants = VariantService(service, cache, pool if tracing is None else tracing.pool(pool), t,
                               formats=frozenset(t.formats) & available,
                               lock_timeout=config.fetch.lock_timeout)
     stack.push_async_callback(variants.close)
