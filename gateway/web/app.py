@@ -55,7 +55,7 @@ from gateway.singleflight import SingleFlight
 from gateway.variants.service import VariantService
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
-from gateway.web import dashboard, handlers, stats_view
+from gateway.web import dashboard, handlers, openapi, stats_view
 from gateway.web.admin import bearer_auth, no_store
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.keys import PARTS, Parts
@@ -244,6 +244,7 @@ def _routes(app: web.Application, config: Config) -> None:
     app.router.add_get("/livez", handlers.healthz)  # Kubernetes' current name for it
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", metrics, allow_head=False)
+    openapi.add_route(app, admin=bool(config.admin.token))
     if config.admin.token:  # no token, no admin surface at all (404, not 401)
         admin = web.Application(middlewares=[no_store, bearer_auth(config.admin.token)])
         admin_routes.add_routes(admin)
