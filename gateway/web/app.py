@@ -218,8 +218,10 @@ def _tracing(stack: contextlib.AsyncExitStack,
     # Last to close: the parts' final spans are exported too. In a thread: an exporter
     # that cannot reach its collector must not stall the event loop at shutdown.
     stack.push_async_callback(asyncio.to_thread, tracing.close)
-    log.info("tracing on: %s", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-             or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "an exporter of the caller")
+    log.info("tracing on, exporting to %s", "the caller's exporter" if span_exporter else (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_TRACES_EXPORTER")))
     return tracing
 
 
