@@ -187,7 +187,7 @@ PUBLIC_GETS = {  # route -> the requests that reach it
                            "/images/default_pfp.png/url", "/images/user/u1",
                            "/images/missing.png", "/images/..%2f"],
     "/healthz": ["/healthz"], "/livez": ["/livez"], "/readyz": ["/readyz"],
-    "/metrics": ["/metrics"],
+    "/metrics": ["/metrics"], "/openapi.json": ["/openapi.json"],
 }
 
 
