@@ -34,7 +34,10 @@ def test_schemathesis_finds_nothing(spawn_gateway, s3, make_image, tmp_path):
         "--mode", "positive", "--seed", "16", "--header", f"Authorization: Bearer {TOKEN}",
         "--report-dir", str(tmp_path), "--no-color",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=140, check=False)
+    # cwd: schemathesis keeps a cache of past failures in ./.schemathesis and replays
+    # them; each run starts clean, in its own folder (not the repository).
+    run = subprocess.run(command, capture_output=True, text=True, timeout=140, check=False,
+                         cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
     operations = sum(len([m for m in item if not m.startswith("x-")])
                      for item in openapi.load()["paths"].values())
