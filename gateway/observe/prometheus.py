@@ -40,6 +40,17 @@ _PLAIN = {
     "bytes_from_origin": ("gateway_bytes_from_origin", "Body bytes downloaded from the origin."),
     "malformed_requests": ("gateway_malformed_requests",
                            "Requests the HTTP parser refused (request line, header): 400."),
+    "cluster_joins": ("gateway_cluster_joins",
+                      "Origin fetches saved: another replica's fetch (its Redis result or "
+                      "the shared disk) answered instead."),
+    "negative_hits": ("gateway_negative_hits",
+                      "Requests for a remembered miss (cache.negative_ttl): the fallback "
+                      "without any origin or Redis request."),
+    "resyncs": ("gateway_resyncs",
+                "(Re)subscriptions to the invalidation channel: copies confirmed before each "
+                "are revalidated, since purges may have been missed."),
+    "bus_messages_rejected": ("gateway_bus_messages_rejected",
+                              "Invalidation messages from Redis of no known kind: ignored."),
 }
 _HANDLED_ELSEWHERE = {"origin_fetches", "origin_not_modified", "origin_errors",
                       "origin_not_found", "bytes_served", "url_store_hits",
@@ -125,6 +136,10 @@ def _origin(s: Snapshot) -> Iterator[Metric]:
     yield fetch_latency
     for name, metric, doc in _ORIGIN_COUNTERS:
         yield CounterMetricFamily(metric, doc, value=s.counter(name))
+    yield GaugeMetricFamily(
+        "gateway_origin_breaker_open",
+        "Workers whose circuit breaker is open now (the origin is not asked): 0 when all "
+        "is well.", value=s.gauges.get("origin.breaker_open", 0))
 
 
 def _service(s: Snapshot) -> Iterator[Metric]:

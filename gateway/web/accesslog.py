@@ -4,15 +4,18 @@ Both formats carry the same facts: the client (X-Forwarded-For believed only
 from a trusted proxy, see clientaddr.py), the request (its target as sent, still
 percent-encoded: decoded, ``user%2F42`` and ``user/42`` would read alike though they
 name different things), the status, the body bytes, the layer that answered
-(X-Cache) and the duration. The lines go to stdout through the ``gateway.access``
+(X-Cache), the duration, the request id (``X-Request-Id``, web/requestid.py) and,
+when the request was traced, its trace id. The lines go to stdout through the ``gateway.access``
 logger with nothing around them, so a log shipper can read the JSON as it is; the
 service's own log stays on stderr.
 
     {"ts":1718000000.123,"client":"203.0.113.7","method":"GET","path":"/images/a.png",
-     "status":200,"bytes":5120,"layer":"HIT-MEMORY","ms":0.412,"ua":"...","pid":4242}
+     "status":200,"bytes":5120,"layer":"HIT-MEMORY","ms":0.412,"ua":"...","pid":4242,
+     "request_id":"9f2c4e1a7b3d-2a","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}
 
     203.0.113.7 - - [10/Jun/2024:06:13:20 +0000] "GET /images/a.png HTTP/1.1" 200 5120
-     "-" "Mozilla/5.0 ..." HIT-MEMORY 0.000412 (one line)
+     "-" "Mozilla/5.0 ..." HIT-MEMORY 0.000412 9f2c4e1a7b3d-2a - (one line; the last
+     field is the trace id, "-" when none)
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from gateway.config import ServerConfig
 from gateway.web.clientaddr import ClientAddress
+from gateway.web.keys import TRACE_ID
+from gateway.web.requestid import HEADER as REQUEST_ID
 
 ACCESS_LOGGER = "gateway.access"
 # Kept for callers of the old API; the classic line is now built by the logger class.
@@ -69,6 +74,9 @@ def make_access_logger(client_address: ClientAddress,
             client = client_address.of(request.remote, headers.get("X-Forwarded-For"))
             layer = response.headers.get("X-Cache", "-")
             size = body_bytes(request, response)
+            # Every answer got one in on_response_prepare; "-" for one that never did.
+            request_id = response.headers.get(REQUEST_ID, "-")
+            trace_id = request.get(TRACE_ID)
             if json_format:
                 record = {
                     "ts": round(time.time(), 3),
@@ -81,16 +89,20 @@ def make_access_logger(client_address: ClientAddress,
                     "ms": round(time_ * 1000, 3),
                     "ua": headers.get("User-Agent", ""),
                     "pid": pid,
+                    "request_id": request_id,
                 }
+                if trace_id is not None:
+                    record["trace_id"] = trace_id
                 self.logger.info(json.dumps(record, separators=(",", ":")))
                 return
             version = request.version
             self.logger.info(
-                '%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" %s %.6f',
+                '%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" %s %.6f %s %s',
                 client, time.strftime("%d/%b/%Y:%H:%M:%S %z"), request.method,
                 _quoted(request.raw_path), version.major, version.minor, response.status,
                 size, _quoted(headers.get("Referer", "-")),
-                _quoted(headers.get("User-Agent", "-")), _quoted(layer), time_)
+                _quoted(headers.get("User-Agent", "-")), _quoted(layer), time_,
+                _quoted(request_id), trace_id or "-")
 
     return GatewayAccessLogger
 

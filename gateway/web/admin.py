@@ -37,7 +37,7 @@ def admin_guard(token: str) -> Callable[[Handler], Handler]:
                 scheme, _, supplied = header.partition(" ")
                 if not (scheme.lower() == "bearer" and hmac.compare_digest(
                         supplied.strip().encode(), expected)):
-                    refusal = error_response(401, "unauthorized")
+                    refusal = error_response(401, "unauthorized", request)
                     refusal.headers["WWW-Authenticate"] = 'Bearer realm="image-gateway admin"'
                     return refusal
             response = await handler(request)

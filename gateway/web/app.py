@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -55,7 +56,7 @@ from gateway.variants.service import VariantService
 from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
-from gateway.web import client, dashboard, handlers, stats_view
+from gateway.web import client, dashboard, handlers, openapi, stats_view
 from gateway.web.admin import admin_guard
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.cors import ImageHeaders
@@ -64,6 +65,12 @@ from gateway.web.keys import PARTS, Parts
 from gateway.web.observability import Observer, metrics
 from gateway.web.ratelimit import TokenBuckets, rate_limit
 from gateway.web.signing import UrlSigner
+from gateway.web.tracing_switch import start_tracing
+
+if TYPE_CHECKING:  # never at run time: tracing is imported only when it is on
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from gateway.web.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +82,14 @@ MAX_BODY = 16 * 1024 * 1024
 FIRST_SUBSCRIPTION_WAIT = 2.0
 
 
-async def create_app(config: Config) -> web.Application:
-    """Build every component for ``config``; closing happens in the app's cleanup."""
+async def create_app(config: Config, *, span_exporter: SpanExporter | None = None
+                     ) -> web.Application:
+    """Build every component for ``config``; closing happens in the app's cleanup.
+    Traced when the OTEL_* variables ask for it, or to ``span_exporter`` (tests)."""
     stack = contextlib.AsyncExitStack()
     try:
-        app = await _build(config, stack)
+        tracing = start_tracing(stack, span_exporter)
+        app = await _build(config, stack, tracing)
     except BaseException:
         await stack.aclose()
         raise
@@ -91,7 +101,8 @@ async def create_app(config: Config) -> web.Application:
     return app
 
 
-async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Application:
+async def _build(config: Config, stack: contextlib.AsyncExitStack,
+                 tracing: Tracing | None) -> web.Application:
     stats = Stats()
     recorder = Recorder()
     rejected = RedisRejections(stats)
@@ -105,17 +116,21 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     resilient = ResilientOrigin(raw_origin, retries=o.retries, backoff=o.retry_backoff,
                                 breaker=breaker, max_concurrent=o.max_concurrent_fetches,
                                 queue_timeout=o.queue_timeout)
-    origin = TimedOrigin(resilient, recorder.origin_fetch)
+    origin: Origin = TimedOrigin(resilient, recorder.origin_fetch)
+    if tracing is not None:
+        origin = tracing.origin(origin)
     stack.push_async_callback(origin.close)
 
     cache = await _cache(config, stats, stack)
+    cluster = _cluster(config, link, rejected)
     service = ImageService(
-        cache=cache, origin=origin, cluster=_cluster(config, link, rejected),
+        cache=cache, origin=origin,
+        cluster=cluster if tracing is None else tracing.flight(cluster),
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
         refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2))
     stack.push_async_callback(service.close)
-    variants = _variants(config, service, cache, stack)
+    variants = _variants(config, service, cache, stack, tracing)
 
     aliases = AliasStore(link, rejected)
     bus = InvalidationBus(link, stats=stats, rejected=rejected)
@@ -141,6 +156,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
         counters, gauges = variants.figures()
         counters["origin.retries"] = resilient.retried
         counters["origin.breaker_trips"] = breaker.trips
+        gauges["origin.breaker_open"] = float(breaker.state == CircuitBreaker.OPEN)
         gauges.update(cache.gauges())
         return counters, gauges
 
@@ -151,7 +167,9 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
                    shared_dir=os.environ.get(SHARED_DIR_ENV) or None, on_clear=clear_caches,
                    figures=figures)
 
-    app = web.Application(client_max_size=MAX_BODY)
+    # No middlewares (web/edge.py), but tracing's own when it is on.
+    app = web.Application(middlewares=tracing.middlewares() if tracing is not None else (),
+                          client_max_size=MAX_BODY)
     parts = app[PARTS] = Parts(
         config=config, service=service, cache=cache, variants=variants,
         invalidator=invalidator, aliases=aliases, stats=stats, hub=hub, health=health,
@@ -194,12 +212,14 @@ def _routes(app: web.Application, config: Config, observer: Observer, parts: Par
                finish=cors)
     # Probes and scrapes are never rate limited.
     routes.get("/healthz", handlers.healthz, gates=())
+    routes.get("/livez", handlers.healthz, gates=())  # Kubernetes' current name for it
     routes.get("/readyz", handlers.readyz, gates=())
     routes.get("/metrics", metrics, allow_head=False, gates=())
     # A CORS preflight: answered from the settings alone, never signed (it carries
     # no credentials and gets no picture).
     routes.add("OPTIONS", r"/images/{image_id:[\s\S]+}", handlers.preflight, finish=cors)
     client.add_routes(routes, config.client, parts.service.fallback)
+    openapi.add_route(routes, admin=bool(config.admin.token))
     if config.admin.token:  # no token, no admin surface at all (404, not 401)
         admin = web.Application()
         guarded = Routes(admin, edge, public, label_prefix="/admin",
@@ -319,7 +339,7 @@ async def _origin(config: Config, store: UrlStore,
 
 
 def _variants(config: Config, service: ImageService, cache: TieredCache,
-              stack: contextlib.AsyncExitStack) -> VariantService:
+              stack: contextlib.AsyncExitStack, tracing: Tracing | None) -> VariantService:
     t = config.transform
     available = available_formats()
     missing = set(t.formats) - available
@@ -332,7 +352,9 @@ def _variants(config: Config, service: ImageService, cache: TieredCache,
                              frozenset(t.formats) & available)
     except BadRequest as exc:  # a preset naming a format this Pillow cannot encode
         raise ConfigError(str(exc)) from None
-    variants = VariantService(service, cache, TransformPool(t.workers, t.queue), rules,
+    pool = TransformPool(t.workers, t.queue)
+    variants = VariantService(service, cache, pool if tracing is None else tracing.pool(pool),
+                              rules,
                               lock_timeout=config.fetch.lock_timeout)
     stack.push_async_callback(variants.close)
     return variants

@@ -11,6 +11,7 @@ does in one frame what the middlewares did, in this order:
       -> errors as JSON answers (web/errors.py), never a traceback
       -> the request observed (web/observability.py: route, status, layer, latency)
       -> Server and nosniff on answers that are not an image's (those carry them)
+    -> X-Request-Id on every answer (web/requestid.py)
 
 A URL that no route matches reaches ``unmatched`` through a catch-all route added
 last, so 404 and 405 are JSON answers observed like any other.
@@ -30,6 +31,8 @@ from gateway.model import Layer
 from gateway.web.errors import SERVER, error_answer, error_response
 from gateway.web.keys import ANSWER_LAYER, ROUTE
 from gateway.web.observability import Observer
+from gateway.web.requestid import HEADER as REQUEST_ID
+from gateway.web.requestid import request_id_of
 from gateway.web.signing import UrlSigner, expired
 
 #: A gate runs before the handler: an answer refuses the request, None lets it in.
@@ -79,10 +82,12 @@ class Edge:
                 if finish is not None:
                     finish(request, answer)
             layer = request.get(ANSWER_LAYER)
+            headers = response.headers
             if layer is None:
-                headers = response.headers
                 headers["Server"] = SERVER  # else aiohttp names itself and its version
                 headers.setdefault("X-Content-Type-Options", "nosniff")
+            if REQUEST_ID not in headers:  # an error answer has its own: its body quotes it
+                headers[REQUEST_ID] = request_id_of(request.headers)
             observe(request, response, request.get(ROUTE, route), layer,
                     perf_counter() - start)
             return response
@@ -96,9 +101,9 @@ def signature_check(signer: UrlSigner) -> Gate:
 
     def gate(request: web.Request) -> web.StreamResponse | None:
         if not signer.verify(request.raw_path):
-            return error_response(403, "missing or invalid signature")
+            return error_response(403, "missing or invalid signature", request)
         if expired(request.query, time.time()):
-            return error_response(403, "link expired")
+            return error_response(403, "link expired", request)
         return None
 
     return gate
@@ -154,6 +159,7 @@ class Routes:
 async def unmatched(request: web.Request) -> web.StreamResponse:
     """404, or 405 (with Allow) when another route takes the path with other methods.
     Only refused requests come here: asking every route again is cheap enough."""
+    request[ROUTE] = UNMATCHED  # the label of what no route took (metrics, trace span)
     allowed: set[str] = set()
     own = request.match_info.route.resource
     for resource in request.app.router.resources():

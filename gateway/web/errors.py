@@ -8,6 +8,8 @@ from http import HTTPStatus
 from aiohttp import web
 
 from gateway.errors import Busy, GatewayError
+from gateway.web.requestid import HEADER as REQUEST_ID
+from gateway.web.requestid import request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +20,16 @@ _HTTP_ANSWERS = {404: "not found", 405: "method not allowed",
                  413: "request body too large"}
 
 
-def error_response(status: int, message: str) -> web.Response:
+def error_response(status: int, message: str, request: web.BaseRequest) -> web.Response:
+    """The JSON error answer; its body and X-Request-Id name the request, so a user's
+    report can be matched to the access log line."""
+    request_id = request_id_of(request.headers)
     headers = {"Cache-Control": "no-store", "X-Cache": "ERROR",
-               "X-Content-Type-Options": "nosniff", "Server": SERVER}
+               "X-Content-Type-Options": "nosniff", "Server": SERVER, REQUEST_ID: request_id}
     if status == 503:
         headers["Retry-After"] = "1"
-    return web.json_response({"success": False, "error": message}, status=status,
-                             headers=headers)
+    return web.json_response({"success": False, "error": message, "request_id": request_id},
+                             status=status, headers=headers)
 
 
 def error_answer(request: web.BaseRequest, exc: Exception) -> web.Response | None:
@@ -34,16 +39,16 @@ def error_answer(request: web.BaseRequest, exc: Exception) -> web.Response | Non
         if exc.status >= 500 and not isinstance(exc, Busy):
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status,
                         exc.detail)
-        return error_response(exc.status, exc.answer)
+        return error_response(exc.status, exc.answer, request)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             return None
         # aiohttp's own (404 no route, 405, 413 body over client_max_size): its text
         # may quote the request, so the answer is a fixed message for the status.
         response = error_response(exc.status, _HTTP_ANSWERS.get(exc.status)
-                                  or HTTPStatus(exc.status).phrase.lower())
+                                  or HTTPStatus(exc.status).phrase.lower(), request)
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "GET, HEAD")
         return response
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return error_response(500, "internal error")
+    return error_response(500, "internal error", request)

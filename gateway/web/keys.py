@@ -51,3 +51,7 @@ ROUTE = web.RequestKey("route", str)
 
 #: The object key of an image answer (for the top-images figures).
 IMAGE_KEY = web.RequestKey("image_key", str)
+
+#: The trace id (32 hex digits) of a traced request, for its access log line; set only
+#: when tracing is on (gateway/observe/tracing.py).
+TRACE_ID = web.RequestKey("trace_id", str)

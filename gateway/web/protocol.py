@@ -64,7 +64,7 @@ class GatewayRequestHandler(web.RequestHandler):
         if request.writer.output_size > 0:
             # Part of an answer is out: nothing sensible can follow it on this connection.
             raise ConnectionError("response already started; cannot send an error answer")
-        response = error_response(status, _answer(status, exc))
+        response = error_response(status, _answer(status, exc), request)
         response.force_close()
         return response
 

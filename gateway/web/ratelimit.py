@@ -59,7 +59,7 @@ def rate_limit(buckets: TokenBuckets, addresses: ClientAddress) -> Gate:
         wait = buckets.take(client)
         if wait <= 0:
             return None
-        response = error_response(429, "too many requests")
+        response = error_response(429, "too many requests", request)
         response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
         return response
 

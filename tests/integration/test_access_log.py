@@ -60,7 +60,7 @@ async def test_json_line_per_request(start, caplog):
     records = [json.loads(line) for line in await lines(caplog, 2)]
     first, second = records
     assert set(first) == {"ts", "client", "method", "path", "status", "bytes", "layer", "ms",
-                          "ua", "pid"}
+                          "ua", "pid", "request_id"}  # trace_id only when traced
     assert first["method"] == "GET"
     assert first["path"] == "/images/default_pfp.png?size=1"
     assert (first["status"], first["layer"], first["bytes"]) == (200, "MISS", len(PFP))
@@ -107,17 +107,18 @@ async def test_bytes_are_body_bytes(start, caplog):
 
 async def test_classic_format(start, caplog):
     client = await start(server={"access_log": True, "access_log_format": "classic"})
-    await get(client, "/images/default_pfp.png",
-              **{"X-Forwarded-For": "203.0.113.9", "User-Agent": 'evil"\tagent'})
+    resp = await get(client, "/images/default_pfp.png",
+                     **{"X-Forwarded-For": "203.0.113.9", "User-Agent": 'evil"\tagent'})
     line = (await lines(caplog, 1))[0]
     assert "\n" not in line
     pattern = (r'^203\.0\.113\.9 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
                r'"GET /images/default_pfp\.png HTTP/1\.1" 200 (\d+) "-" "evil\\"\\x09agent" '
-               r'MISS (\d+\.\d{6})$')
+               r'MISS (\d+\.\d{6}) (\S+) -$')
     match = re.match(pattern, line)
     assert match, line
     assert int(match.group(1)) == len(PFP)
     assert float(match.group(2)) > 0
+    assert match.group(3) == resp.headers["X-Request-Id"]  # the trace id: "-", untraced
 
 
 # An existing key with what a log line must survive: unicode, a space, quotes, '%2F'.
@@ -171,3 +172,22 @@ def test_output_is_bare_lines_on_their_own_handler():
             logger.addHandler(handler)
         logger.setLevel(saved[1])
         logger.propagate = saved[2]
+
+
+async def test_request_id_in_the_answer_and_the_line(start, caplog):
+    client = await start()
+    kept = await get(client, "/images/default_pfp.png", **{"X-Request-Id": "req-1:a.B_9"})
+    made = await get(client, "/images/default_pfp.png")
+    bad = await get(client, "/images/default_pfp.png", **{"X-Request-Id": "a b\u00e9"})
+    error = await get(client, URL("/images/a%2", encoded=True),
+                      **{"X-Request-Id": "from-nginx-42"})
+    records = [json.loads(line) for line in await lines(caplog, 4)]
+    assert kept.headers["X-Request-Id"] == "req-1:a.B_9"  # well-formed: kept
+    assert made.headers["X-Request-Id"] != bad.headers["X-Request-Id"]
+    assert bad.headers["X-Request-Id"] != "a b\u00e9"  # not the rule: a new one
+    assert error.status == 400
+    assert (await error.json())["request_id"] == "from-nginx-42"
+    assert [r["request_id"] for r in records] == [
+        "req-1:a.B_9", made.headers["X-Request-Id"], bad.headers["X-Request-Id"],
+        "from-nginx-42"]
+    assert all("trace_id" not in r for r in records)  # tracing is off

@@ -42,7 +42,8 @@ async def test_what_no_route_takes_is_a_json_answer_of_ours(client, method, path
     resp = await client.request(method, path, headers=AUTH)
     assert resp.status == status
     assert (await resp.json()) == {"success": False, "error": (
-        "not found" if status == 404 else "method not allowed")}
+        "not found" if status == 404 else "method not allowed"),
+        "request_id": resp.headers["X-Request-Id"]}
     assert resp.headers["Server"] == "image-gateway"
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Cache-Control"] == "no-store"

@@ -70,7 +70,8 @@ async def test_deeply_nested_json_is_400(admin, method, path, body):
     resp = await admin.request(method, path, data=body,
                                headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 400
-    assert (await resp.json()) == {"success": False, "error": "body must be JSON"}
+    assert (await resp.json()) == {"success": False, "error": "body must be JSON",
+                                   "request_id": resp.headers["X-Request-Id"]}
 
 
 # -- variant parameters -------------------------------------------------------------------
@@ -106,7 +107,8 @@ async def test_upload_over_the_limit_is_413_json(admin, origin_dir):
     resp = await admin.put("/admin/images/huge.png",
                            data=io.BytesIO(b"\0" * (16 * 1024 * 1024 + 1)), headers=AUTH)
     assert resp.status == 413
-    assert (await resp.json()) == {"success": False, "error": "request body too large"}
+    assert (await resp.json()) == {"success": False, "error": "request body too large",
+                                   "request_id": resp.headers["X-Request-Id"]}
     assert_error_headers(resp)
     assert not (origin_dir / "huge.png").exists()
 
@@ -153,7 +155,8 @@ async def test_protocol_errors_follow_the_error_rules(spawn_gateway):
         for _ in range(3):
             answer = await asyncio.to_thread(exchange, gateway.port, request)
             assert answer.status == 400, what
-            assert answer.json() == {"success": False, "error": message}, what
+            assert answer.json() == {"success": False, "error": message,
+                                     "request_id": answer.headers["X-Request-Id"]}, what
             assert b"script" not in answer.body
             assert_error_headers(answer)
             assert answer.headers["X-Cache"] == "ERROR"
@@ -163,7 +166,8 @@ async def test_protocol_errors_follow_the_error_rules(spawn_gateway):
     size = 16 * 1024 * 1024 + 1
     answer = await asyncio.to_thread(exchange, gateway.port, upload % size + b"\0" * size)
     assert answer.status == 413
-    assert answer.json() == {"success": False, "error": "request body too large"}
+    assert answer.json() == {"success": False, "error": "request body too large",
+                             "request_id": answer.headers["X-Request-Id"]}
     assert_error_headers(answer)
 
     metrics = await asyncio.to_thread(exchange, gateway.port,
@@ -182,7 +186,8 @@ PUBLIC_GETS = {  # route -> the requests that reach it
     "/images/{image_id}": ["/images/default_pfp.png", "/images/default_pfp.png?w=32",
                            "/images/default_pfp.png/url", "/images/user/u1",
                            "/images/missing.png", "/images/..%2f"],
-    "/healthz": ["/healthz"], "/readyz": ["/readyz"], "/metrics": ["/metrics"],
+    "/healthz": ["/healthz"], "/livez": ["/livez"], "/readyz": ["/readyz"],
+    "/metrics": ["/metrics"], "/openapi.json": ["/openapi.json"],
     "/client/sw.js": ["/client/sw.js"], "/client/image-cache.js": ["/client/image-cache.js"],
     "/client/fallback": ["/client/fallback"],
 }
@@ -200,6 +205,7 @@ async def test_every_route_names_the_gateway_and_forbids_sniffing(admin):
         await resp.read()
         assert resp.headers["Server"] == "image-gateway", path
         assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+        assert resp.headers["X-Request-Id"], path  # every answer: web/requestid.py
 
 
 # -- admin answers ------------------------------------------------------------------------
@@ -282,7 +288,8 @@ async def test_url_of_a_picture_costs_one_ranged_get(s3_client, s3, s3_proxy):
 async def test_url_of_a_missing_object_is_404(s3_client, s3_proxy):
     resp = await s3_client.get("/images/nobody.png/url")
     assert resp.status == 404
-    assert (await resp.json()) == {"success": False, "error": "image not found"}
+    assert (await resp.json()) == {"success": False, "error": "image not found",
+                                   "request_id": resp.headers["X-Request-Id"]}
 
 
 async def test_url_on_the_local_origin_refuses_non_images(client, origin_dir):

@@ -204,6 +204,18 @@ async def test_health_endpoints(client):
     assert data["checks"] == {"origin": "ok", "disk": "ok"}
 
 
+async def test_livez_is_liveness_even_while_draining(client):
+    """/livez (Kubernetes' name) answers like /healthz: the process is alive, whatever
+    its dependencies or draining say; /readyz is the one that fails while draining."""
+    live = await client.get("/livez")
+    assert (live.status, await live.json()) == (200, {"status": "ok"})
+    assert live.headers["Cache-Control"] == "no-store"
+    await client.app.shutdown()  # on_shutdown: draining
+    assert (await client.get("/readyz")).status == 503
+    assert (await client.get("/livez")).status == 200
+    assert (await client.get("/healthz")).status == 200
+
+
 async def test_unknown_route_is_json_404(client):
     resp = await client.get("/nope")
     assert resp.status == 404

@@ -161,6 +161,7 @@ async def test_origin_retries_and_breaker_trips(gateway_client, s3_config, s3, s
         "retries": 2, "retry_backoff": 0.01, "breaker_threshold": 1, "breaker_reset": 30}))
     s3.put("r.png", make_image(seed=3))
     before = await scrape(client)
+    assert before.value("gateway_origin_breaker_open") == 0
     s3_proxy.fail_with(500)  # retryable: asked 1 + 2 times, then the breaker opens
     assert (await client.get("/images/r.png")).status == 502
     assert s3_proxy.gets("r.png") == 3
@@ -168,6 +169,7 @@ async def test_origin_retries_and_breaker_trips(gateway_client, s3_config, s3, s
     expected = {"gateway_origin_retries_total": 2, "gateway_origin_breaker_trips_total": 1,
                 "gateway_origin_fetches_total{result=error}": 1}
     assert deltas(before, after, expected) == expected
+    assert after.value("gateway_origin_breaker_open") == 1
 
 
 @pytest.fixture

@@ -76,7 +76,8 @@ async def test_url_endpoint_returns_working_presigned_url(client, s3):
 async def test_url_endpoint_404_for_missing_object(client):
     resp = await client.get("/images/missing.png/url")
     assert resp.status == 404
-    assert (await resp.json()) == {"success": False, "error": "image not found"}
+    assert (await resp.json()) == {"success": False, "error": "image not found",
+                                   "request_id": resp.headers["X-Request-Id"]}
 
 
 async def test_missing_object_serves_fallback(client, s3_proxy):

@@ -3,6 +3,7 @@ tests/container builds and runs the image itself)."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
@@ -135,3 +136,24 @@ def test_deploy_readme_describes_every_variable_the_deploy_files_set() -> None:
                  for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
     assert _deploy_env_names() - described == set()
     assert described - _deploy_env_names() == set()  # no row for a variable nobody sets
+
+
+def test_the_image_installs_the_tracing_extra_and_never_the_test_one() -> None:
+    """Operators run the image: OpenTelemetry is in it, off until OTEL_* turns it on.
+    The requirements are the very lines the builder's python -c prints."""
+    [command] = [a for i, a in _instructions()
+                 if i == "RUN" and "requirements.txt" in a and "tomllib" in a]
+    code = re.search(r'python -c "(.*?)"\s*>', command)
+    assert code is not None
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    namespace: dict[str, object] = {}
+    printed: list[str] = []
+    exec(code.group(1).replace("print(", "printed.append("),
+         {"printed": printed,
+          "open": lambda *_: io.BytesIO((REPO_ROOT / "pyproject.toml").read_bytes())},
+         namespace)
+    lines = printed[0].splitlines()
+    assert lines == project["dependencies"] + project["optional-dependencies"]["tracing"]
+    assert not set(lines) & set(project["optional-dependencies"]["test"])
+    assert any(line.startswith("opentelemetry-instrumentation-aiohttp-server")
+               for line in lines)

@@ -103,7 +103,7 @@ async def test_probes_point_at_real_routes(tmp_path: Path) -> None:
         get = container[probe]["httpGet"]
         assert ("GET", get["path"]) in routes, (probe, get["path"])
         assert port_names[get["port"]] == int(configmap["GATEWAY_SERVER_PORT"])
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 

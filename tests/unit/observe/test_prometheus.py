@@ -68,3 +68,23 @@ def test_rejected_redis_values_are_one_family_by_kind():
     assert samples[("gateway_redis_values_rejected_total", (("kind", "alias"),))] == 0
     assert samples[("gateway_redis_values_rejected_total", (("kind", "fill"),))] == 1
     assert not any(name.startswith("gateway_redis_rejected") for name, _ in samples)
+
+
+def test_every_stats_counter_has_its_own_help():
+    """No counter of Stats is exported with the generic help line: each says what it
+    counts (a new field gets the generic one until it is given its own)."""
+    snap = Snapshot(pid=1, started=0, written=0, counters=stats_counters(Stats()))
+    families = list(text_string_to_metric_families(render_prometheus(snap, 1).decode()))
+    generic = [f.name for f in families if f.documentation.startswith("Stats.")]
+    assert generic == []
+    names = {f.name for f in families}
+    assert {"gateway_cluster_joins", "gateway_negative_hits", "gateway_resyncs",
+            "gateway_bus_messages_rejected"} <= names
+
+
+def test_breaker_open_is_a_gauge_of_workers():
+    samples = exposed(Snapshot(pid=1, started=0, written=0,
+                               gauges={"origin.breaker_open": 1.0}))
+    assert samples[("gateway_origin_breaker_open", ())] == 1
+    assert exposed(Snapshot(pid=1, started=0, written=0))[
+        ("gateway_origin_breaker_open", ())] == 0
