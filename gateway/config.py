@@ -122,6 +122,9 @@ not_empty = rule(bool, "must not be empty")
 header_value = rule(lambda v: v and not any(ord(c) < 0x20 for c in v),
                     "{v!r} is not a usable header value")
 readable_file = rule(resolve_fallback, "{v!r} is not a readable file")
+readable_path = rule(lambda v: os.access(v, os.R_OK) and Path(v).is_file(),
+                     "{v!r} is not a readable file")
+host_port = matches(r"[^\s:]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5}", "is not host:port")
 admin_token = rule(lambda v: len(v) >= 16, "must be at least 16 characters (value not shown)")
 cluster_secret = rule(lambda v: len(v) >= 32,
                       "must be at least 32 characters (value not shown)")
@@ -207,6 +210,14 @@ class RedisConfig:
                                                  "must be 1-64 of [A-Za-z0-9_.-]"))
     socket_timeout: float = checked(0.25, positive)
     connect_timeout: float = checked(0.25, positive)
+    sentinels: tuple[str, ...] = checked((), host_port)
+    sentinel_master: str = checked("", optional(matches(r"[A-Za-z0-9_.-]{1,64}", "is no name")))
+    ssl_ca_file: str = checked("", optional(readable_path))
+    ssl_cert_file: str = checked("", optional(readable_path))
+    ssl_key_file: str = checked("", optional(readable_path))
+    @property
+    def configured(self) -> bool:  # a URL or Sentinel
+        return bool(self.url or self.sentinels)
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,7 @@ class FetchConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    lease_ttl: float = checked(15.0, positive)
+    lease_ttl: float = checked(8.0, positive)
     wait_timeout: float = checked(10.0, positive)
     poll_interval: float = checked(0.02, positive)
     fill_max_bytes: int = checked(1 * MiB, at_least(0))
@@ -348,7 +359,7 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
     if presign.cache_ttl >= presign.expires:
         yield (f"presign.cache_ttl: {presign.cache_ttl} must be below presign.expires "
                f"({presign.expires}) so no stored URL outlives its signature")
-    if config.server.workers > 1 and not config.redis.url:
+    if config.server.workers > 1 and not config.redis.configured:
         # Each worker has its own caches and aliases; only Redis's channel tells the
         # others of a purge or an alias change one of them took.
         yield (f"server.workers: {config.server.workers} needs redis.url: without Redis a "
@@ -357,12 +368,27 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
         yield "disk.path: must name a folder (or set disk.enabled = false)"
     if config.signing.required and not config.signing.keys:
         yield "signing.required: true needs at least one signing.keys entry"
-    if config.redis.url and not fill_secret(config):
+    yield from _redis_rules(config.redis)
+    if config.cluster.lease_ttl >= config.fetch.lock_timeout:
+        # An orphaned lease must end before its waiters give up (SOAK-NOTES.md, 5).
+        yield (f"cluster.lease_ttl: {config.cluster.lease_ttl} must be below "
+               f"fetch.lock_timeout ({config.fetch.lock_timeout})")
+    if config.redis.configured and not fill_secret(config):
         yield ("cluster.secret: required when redis.url is set and there is no S3 secret "
                "access key to derive it from (replicas sign what they share through Redis)")
     if transform.default_quality not in transform.qualities:
         yield (f"transform.default_quality: {transform.default_quality} must be "
                "one of transform.qualities")
+
+
+def _redis_rules(redis: RedisConfig) -> Iterator[str]:
+    if bool(redis.sentinels) != bool(redis.sentinel_master):
+        yield "redis.sentinel_master: set with redis.sentinels (both or neither)"
+    files = (redis.ssl_ca_file, redis.ssl_cert_file, redis.ssl_key_file)
+    if any(files) and not redis.url.startswith("rediss://"):
+        yield "redis.ssl_ca_file: the redis.ssl_* files need a rediss:// redis.url"
+    if bool(redis.ssl_cert_file) != bool(redis.ssl_key_file):
+        yield "redis.ssl_cert_file: needs redis.ssl_key_file (a certificate and its key)"
 
 
 def fill_secret(config: Config) -> str:

@@ -21,9 +21,6 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
@@ -31,6 +28,7 @@ from gateway.cache.negative import NegativeCache
 from gateway.cache.tiers import NoDisk, TieredCache
 from gateway.cluster.aliases import AliasStore, Migration, migrate_legacy_aliases
 from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.connect import open_redis
 from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
@@ -203,19 +201,9 @@ def _routes(app: web.Application, config: Config) -> None:
 
 def _redis(config: Config, stack: contextlib.AsyncExitStack,
            socket_timeout: float | None = None) -> RedisLink:
-    client: Redis | None = None
     keys = keys_for(config)
-    if config.redis.url:
-        client = Redis.from_url(
-            config.redis.url,
-            socket_timeout=socket_timeout or config.redis.socket_timeout,
-            socket_connect_timeout=config.redis.connect_timeout,
-            # One attempt per call: redis-py's default retries (with backoff up to 1 s)
-            # would stretch a call far past socket_timeout while Redis is down;
-            # RedisLink's back-off is the retry policy.
-            retry=Retry(NoBackoff(), 0),
-        )
-        stack.push_async_callback(client.aclose)
+    client = open_redis(config.redis, stack, socket_timeout)
+    if client is not None:
         log.info("redis keys: %s:%s:* (this deployment's)", keys.prefix, keys.deployment)
     return RedisLink(client, keys, RedisHealth(configured=client is not None))
 
@@ -255,7 +243,7 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
     # What an earlier process left on disk may predate purges it never heard of
     # (it was down, or deaf to Redis): revalidated before it is served. Without
     # Redis every purge is this process's own, so nothing can have been missed.
-    trusted_since = time.time() if config.redis.url else 0.0
+    trusted_since = time.time() if config.redis.configured else 0.0
     if not config.disk.enabled:
         return TieredCache(memory, NoDisk(), negative=negative, trusted_since=trusted_since)
     # The workers share one folder and each bounds the files it knows of (its own
