@@ -56,19 +56,19 @@ def open_redis(redis: RedisConfig, stack: contextlib.AsyncExitStack,
         return client
     # The URL gives what the master needs besides its address: user, password, db.
     from_url = parse_url(redis.url) if redis.url else {}
-    auth = {name: from_url[name] for name in ("username", "password", "db")
-            if name in from_url}
-    sentinel = Sentinel(
+    auth: dict[str, Any] = {name: from_url[name] for name in ("username", "password", "db")
+                            if name in from_url}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         [_address(item) for item in redis.sentinels],
         # The sentinels answer in the same time budget and, with rediss://, over TLS;
         # they have no password of their own here (sentinel's requirepass is rare).
         sentinel_kwargs={**common, **({"ssl": True, **tls} if tls else {})},
         **common)
-    client = sentinel.master_for(redis.sentinel_master, **auth,
-                                 **({"ssl": True, **tls} if tls else {}))
+    master: Redis = sentinel.master_for(redis.sentinel_master, **auth,
+                                        **({"ssl": True, **tls} if tls else {}))
     stack.push_async_callback(sentinel.aclose)
-    stack.push_async_callback(client.aclose)
-    return client
+    stack.push_async_callback(master.aclose)
+    return master
 
 
 def _address(item: str) -> tuple[str, int]:
