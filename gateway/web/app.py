@@ -107,7 +107,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
 
     cache = await _cache(config, stats, stack)
     service = ImageService(
-        cache=cache, origin=origin, cluster=_cluster(config, link, rejected),
+        cache=cache, origin=origin, cluster=_cluster(config, link, rejected, stats),
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
         refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2))
@@ -208,7 +208,8 @@ def _redis(config: Config, stack: contextlib.AsyncExitStack,
     return RedisLink(client, keys, RedisHealth(configured=client is not None))
 
 
-def _cluster(config: Config, link: RedisLink, rejected: RedisRejections) -> ClusterFlight:
+def _cluster(config: Config, link: RedisLink, rejected: RedisRejections,
+             stats: Stats) -> ClusterFlight:
     c, o = config.cluster, config.origin
     secret = fill_secret(config)
     # No secret means no Redis (the config refuses Redis without one): no result ever
@@ -218,7 +219,7 @@ def _cluster(config: Config, link: RedisLink, rejected: RedisRejections) -> Clus
                       max_bytes=o.max_bytes)
     return ClusterFlight(link, lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,
                          poll_interval=c.poll_interval, fill_max_bytes=c.fill_max_bytes,
-                         fill_ttl=c.fill_ttl, codec=codec, rejected=rejected)
+                         fill_ttl=c.fill_ttl, codec=codec, rejected=rejected, stats=stats)
 
 
 async def migrate_aliases(config: Config) -> Migration:
