@@ -44,9 +44,14 @@ USER_KIND = "u:"
 _LEGACY_USER = "user:"
 
 # Lua numbers are doubles: exact up to 2**53, far above microseconds since 1970.
+# ARGV[2]: seconds the version is kept (0: for ever), see InvalidationBus.version_ttl.
 _BUMP = """
 local v = math.max((tonumber(redis.call('GET', KEYS[1]) or '0') or 0) + 1, tonumber(ARGV[1]))
-redis.call('SET', KEYS[1], string.format('%d', v))
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], string.format('%d', v), 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], string.format('%d', v))
+end
 return v
 """
 
@@ -69,8 +74,12 @@ class InvalidationBus:
 
     def __init__(self, link: RedisLink, retry_interval: float = 0.5, *,
                  stats: Stats | None = None,
-                 rejected: RedisRejections | None = None) -> None:
+                 rejected: RedisRejections | None = None, version_ttl: int = 0) -> None:
         self._link = link
+        # A version is the time of its purge (in µs) or just above it, and nothing
+        # cached before a purge is served later than disk.ttl + disk.max_stale after
+        # it: past that, the version key tells no replica anything any more.
+        self.version_ttl = version_ttl
         self._stats = stats or Stats()
         self._rejected = rejected or RedisRejections(self._stats)
         self._keys = link.keys
@@ -121,7 +130,8 @@ class InvalidationBus:
         version + 1 and the time in microseconds), so a cache key can't come back.
         """
         raw = await self._link.guarded(
-            lambda r: r.eval(_BUMP, 1, self._keys.version(image_id), str(at_least)),
+            lambda r: r.eval(_BUMP, 1, self._keys.version(image_id), str(at_least),
+                             str(self.version_ttl)),
             None, when_down=True)
         return None if raw is None else int(raw)
 

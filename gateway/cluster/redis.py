@@ -117,7 +117,8 @@ class RedisKeys:
                    "presign.cache_ttl (below presign.expires)"),
             KeyDoc(keys.user("{user_id}"), "object key of the user's picture", "none"),
             KeyDoc(keys.version("{key}"),
-                   "version, moved forward on purge, never repeats", "none"),
+                   "version, moved forward on purge, never repeats",
+                   "disk.ttl + disk.max_stale (from the last purge)"),
             KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
                    "cluster.lease_ttl"),
             KeyDoc(keys.fill("{cache_key}"), "the lease holder's result, authenticated "

@@ -115,7 +115,8 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack) -> web.Applic
     variants = _variants(config, service, cache, stack)
 
     aliases = AliasStore(link, rejected)
-    bus = InvalidationBus(link, stats=stats, rejected=rejected)
+    bus = InvalidationBus(link, stats=stats, rejected=rejected,
+                          version_ttl=config.disk.ttl + config.disk.max_stale)
     invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)
@@ -245,8 +246,10 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
     # (it was down, or deaf to Redis): revalidated before it is served. Without
     # Redis every purge is this process's own, so nothing can have been missed.
     trusted_since = time.time() if config.redis.configured else 0.0
+    horizon = config.disk.ttl + config.disk.max_stale  # nothing cached outlives a version
     if not config.disk.enabled:
-        return TieredCache(memory, NoDisk(), negative=negative, trusted_since=trusted_since)
+        return TieredCache(memory, NoDisk(), negative=negative, trusted_since=trusted_since,
+                           version_horizon=horizon)
     # The workers share one folder and each bounds the files it knows of (its own
     # writes and reads, the start-up scan). Every file is known to at least one
     # worker, so N shares of max_bytes / N keep the folder within max_bytes.
@@ -255,7 +258,8 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
                      inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
     await disk.start()
     stack.push_async_callback(disk.close)
-    return TieredCache(memory, disk, negative=negative, trusted_since=trusted_since)
+    return TieredCache(memory, disk, negative=negative, trusted_since=trusted_since,
+                       version_horizon=horizon)
 
 
 async def _origin(config: Config, store: UrlStore,
