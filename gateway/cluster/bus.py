@@ -69,8 +69,10 @@ class _Lost(Exception):
 
 
 class InvalidationBus:
-    #: Seconds between checks of Redis's identity while subscribed.
+    #: Seconds between checks of Redis's identity (and pings on the subscription).
     identity_interval = 5.0
+    #: Seconds a ping on the subscription may go unanswered before it counts as lost.
+    pong_timeout = 3.0
 
     def __init__(self, link: RedisLink, retry_interval: float = 0.5, *,
                  stats: Stats | None = None,
@@ -261,17 +263,30 @@ class InvalidationBus:
     async def _receive(self, redis: Redis, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         check_at = loop.time() + self.identity_interval
+        pong_due: float | None = None
         while not self._closing:
             # The timeout lets a dead connection surface as an error instead of
             # a silent wait; redis-py raises on a broken socket.
             message = await pubsub.get_message(timeout=1.0)
-            if message is not None and message.get("type") == "message":
-                await self._dispatch(message["data"])
+            if message is not None:
+                if message.get("type") == "message":
+                    await self._dispatch(message["data"])
+                elif message.get("type") == "pong":
+                    pong_due = None
             if self._reconnected:
                 raise _Lost("the client library re-opened the pub/sub connection by itself")
-            if loop.time() >= check_at:
-                check_at = loop.time() + self.identity_interval
+            now = loop.time()
+            if pong_due is not None and now >= pong_due:
+                # A partition that drops packets breaks no socket: without an answer
+                # on the subscription itself, it may be deaf (tests/integration/
+                # test_ha_partitions.py).
+                raise _Lost("no answer from redis on the subscription")
+            if now >= check_at:
+                check_at = now + self.identity_interval
                 await self._check_identity(redis)
+                if pong_due is None:
+                    await pubsub.ping()
+                    pong_due = now + self.pong_timeout
 
     async def _check_identity(self, redis: Redis) -> None:
         try:
