@@ -369,7 +369,7 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
     if config.signing.required and not config.signing.keys:
         yield "signing.required: true needs at least one signing.keys entry"
     yield from _redis_rules(config.redis)
-    if config.cluster.lease_ttl >= config.fetch.lock_timeout:
+    if config.redis.configured and config.cluster.lease_ttl >= config.fetch.lock_timeout:
         # An orphaned lease must end before its waiters give up (SOAK-NOTES.md, 5).
         yield (f"cluster.lease_ttl: {config.cluster.lease_ttl} must be below "
                f"fetch.lock_timeout ({config.fetch.lock_timeout})")

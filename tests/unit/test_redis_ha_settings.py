@@ -42,11 +42,15 @@ def test_sentinels_are_a_comma_separated_list_and_count_as_redis() -> None:
     ({"GATEWAY_REDIS_SENTINEL_MASTER": "mymaster", **SECRET}, "redis.sentinel_master: set with"),
     ({"GATEWAY_REDIS_SENTINELS": "h:1", **SECRET}, "redis.sentinel_master: set with"),
     ({"GATEWAY_REDIS_SSL_CA_FILE": "/nonexistent.pem"}, "redis.ssl_ca_file: '/nonexistent.pem'"),
-    ({"GATEWAY_CLUSTER_LEASE_TTL": "10"}, "cluster.lease_ttl: 10.0 must be below"),
-    ({"GATEWAY_FETCH_LOCK_TIMEOUT": "5"}, "cluster.lease_ttl: 8.0 must be below"),
+    ({**SENTINEL, "GATEWAY_CLUSTER_LEASE_TTL": "10"}, "cluster.lease_ttl: 10.0 must be below"),
+    ({**SENTINEL, "GATEWAY_FETCH_LOCK_TIMEOUT": "5"}, "cluster.lease_ttl: 8.0 must be below"),
 ])
 def test_bad_ha_settings_stop_the_start(environ: dict[str, str], start: str) -> None:
     assert error_for(environ).startswith(start)
+
+
+def test_without_redis_there_is_no_lease_to_bound() -> None:
+    load(None, environ={"GATEWAY_FETCH_LOCK_TIMEOUT": "0.5"})
 
 
 def test_tls_files_need_rediss_and_a_certificate_needs_its_key(tmp_path: Path) -> None:
