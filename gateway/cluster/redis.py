@@ -122,7 +122,8 @@ class RedisKeys:
             KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
                    "cluster.lease_ttl"),
             KeyDoc(keys.fill("{cache_key}"), "the lease holder's result, authenticated "
-                   "(HMAC): meta + bytes, or 'missing'", "cluster.fill_ttl ('missing': 2 s)"),
+                   "(HMAC): meta + bytes, 'missing', or 'failed' (its status)",
+                   "cluster.fill_ttl ('missing', 'failed': 2 s)"),
             KeyDoc(keys.epoch(), "random token set once (SET NX): gone or changed means "
                    "Redis lost its data", "none"),
             KeyDoc(keys.invalidate, "channel: i:{key} (an object) or u:{user_id} (an alias)",
