@@ -46,6 +46,9 @@ MISSING_TTL = 2.0
 #: once (stale copy, 502 or 504) instead of fetching again after the whole wait
 #: (bench/SOAK-NOTES.md, finding 4); the next request after it tries the origin again.
 FAILED_TTL = 2.0
+#: Leases whose SET went unanswered remembered at most (each released once Redis
+#: answers again; beyond this many, they expire by themselves after lease_ttl).
+MAX_UNANSWERED = 1000
 # Deletes a rejected fill only if it is still the value we read (by its SHA-1), so a
 # genuine result written since is kept.
 _DROP = """
@@ -86,21 +89,43 @@ class ClusterFlight:
         self.fill_max_bytes = fill_max_bytes
         self.fill_ttl = fill_ttl
         self._stats = stats or Stats()
+        self._unanswered: dict[str, str] = {}  # cache key -> token of a SET not answered
 
     async def acquire(self, key: str) -> Lease | Literal[False] | None:
         """A Lease when this replica should fetch; False when another holds it;
         None when Redis is unusable (fetch locally, as a single process would)."""
         token = secrets.token_hex(8)
+        sent = False
 
         async def take(r: Any) -> bool:
+            nonlocal sent
+            sent = True
             # SET NX answers nil when the key exists: another replica holds the lease.
             return bool(await r.set(self._keys.lease(key), token, nx=True,
                                     px=int(self.lease_ttl * 1000)))
 
         won = await self._link.guarded(take, None)
         if won is None:
+            if sent and len(self._unanswered) < MAX_UNANSWERED:
+                # A Redis that stalled (paused, partitioned) may still run the SET
+                # later: a lease nobody holds, which others would wait on.
+                self._unanswered[key] = token
             return None
+        if self._unanswered:
+            await self._drop_unanswered()
         return Lease(key, token) if won else False
+
+    async def _drop_unanswered(self) -> None:
+        """Release the leases whose SET got no answer, now that Redis answers again."""
+        taken, self._unanswered = self._unanswered, {}
+
+        async def release_all(r: Any) -> None:
+            async with r.pipeline(transaction=False) as pipe:
+                for key, token in taken.items():
+                    pipe.eval(_RELEASE, 1, self._keys.lease(key), token)
+                await pipe.execute()
+
+        await self._link.guarded(release_all, None)
 
     async def release(self, lease: Lease, blob: Blob | None, missing: bool = False,
                       failed: int = 0) -> None:

@@ -22,7 +22,7 @@ from gateway.observe.counters import Stats
 from gateway.observe.rejected import RedisRejections
 from gateway.service import FlightResult, ImageService
 from gateway.singleflight import SingleFlight
-from tests.support.fakes import FakeClock, FakeOrigin, blob
+from tests.support.fakes import FakeClock, FakeOrigin, blob, until
 from tests.support.redis_server import RedisServer
 
 from .conftest import DEPLOYMENT, PREFIX, TTL, MakeLink, MakeTiers, fill_codec
@@ -110,3 +110,26 @@ async def test_a_release_that_meets_a_broken_pooled_connection_is_tried_again(
     assert stats.lease_release_retries == 1  # gateway_lease_release_retries_total
     assert await redis.exists(LEASE_KEY) == 0  # the waiters are not left hanging
     assert await redis.exists(FILL_KEY) == 1
+
+
+async def test_a_lease_set_while_redis_stalled_is_released_once_it_answers(
+        redis_server: RedisServer, redis_url: str, redis: Redis) -> None:
+    # Redis paused (or partitioned) runs the SET it had queued when it resumes: a lease
+    # that the replica which sent it never knew it held, and others would wait on.
+    async with contextlib.AsyncExitStack() as stack:
+        client = open_redis(RedisConfig(url=redis_url), stack)
+        link = RedisLink(client, RedisKeys(PREFIX, DEPLOYMENT), RedisHealth(True, backoff=0))
+        holder = flight(link)
+        assert isinstance(await holder.acquire("warm.png/0/"), Lease)  # connected
+        redis_server.pause()
+        try:
+            assert await holder.acquire(K) is None  # no answer: fetch locally
+        finally:
+            redis_server.resume()
+
+        async def orphaned() -> bool:
+            return bool(await redis.exists(LEASE_KEY))
+
+        await until(orphaned, timeout=5)
+        assert isinstance(await holder.acquire("b.png/0/"), Lease)  # Redis answers again
+        assert await redis.exists(LEASE_KEY) == 0
