@@ -77,7 +77,7 @@ async def test_what_tls_must_refuse_is_refused(tls_redis: TlsRedis, tmp_path: Pa
                                                case: str) -> None:
     other = ThrowawayCA(tmp_path, "another CA")
     client, ca = tls_redis.client, tls_redis.ca
-    settings = {"url": tls_redis.url, "ssl_ca_file": str(ca.cert_file),
+    settings: dict[str, str] = {"url": tls_redis.url, "ssl_ca_file": str(ca.cert_file),
                 "ssl_cert_file": str(client.cert_file), "ssl_key_file": str(client.key_file)}
     if case == "no client certificate":
         settings.update(ssl_cert_file="", ssl_key_file="")
@@ -89,8 +89,9 @@ async def test_what_tls_must_refuse_is_refused(tls_redis: TlsRedis, tmp_path: Pa
         stranger = other.issue("stranger")
         settings.update(ssl_cert_file=str(stranger.cert_file),
                         ssl_key_file=str(stranger.key_file))
+    # Time enough for a handshake on a loaded machine: a refusal, not a timeout.
     with pytest.raises((RedisConnectionError, OSError)):
-        await ping(RedisConfig(**settings))
+        await ping(RedisConfig(**settings, connect_timeout=10.0, socket_timeout=10.0))
 
 
 async def test_a_gateway_over_tls_purges_through_redis(tls_redis: TlsRedis, spawn_gateway,
