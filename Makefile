@@ -8,8 +8,8 @@
 #   make bench        benchmarks (writes bench/RESULTS.md; BENCH_ARGS=--profile: py-spy;
 #                     BENCH_SOAK=1: the soak run too)
 #   make soak         10-minute soak, faults injected (writes bench/SOAK.md; SOAK_QUICK=1: 60 s)
-#   make system-deps  redis-server, nginx, chromium, openssl, curl, kubectl, node from Debian
-#                     packages (as root)
+#   make system-deps  redis-server, nginx, chromium, openssl, curl, kubectl, node, iproute2,
+#                     iptables from Debian packages (as root)
 #   make clean        caches and var/;  make distclean also removes the venv
 
 VENV ?= .venv
@@ -20,7 +20,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 ARGS ?=
 PYTEST_ARGS ?=
 SAMPLES ?= var/samples
-SYSTEM_DEPS ?= redis-server nginx chromium openssl curl kubectl node
+SYSTEM_DEPS ?= redis-server nginx chromium openssl curl kubectl node ip iptables
 # make test-container: podman (daemonless: no Docker engine here) with runc, catatonit
 # for compose's `init: true`, debootstrap for the local base image.
 CONTAINER_DEPS ?= podman runc catatonit debootstrap

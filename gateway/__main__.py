@@ -47,7 +47,7 @@ def _sign(config: Config, args: argparse.Namespace) -> int:
 
 
 def _migrate_aliases(config: Config, args: argparse.Namespace) -> int:
-    if not config.redis.url:
+    if not config.redis.configured:
         print("image-gateway: redis.url is not set: no aliases to migrate", file=sys.stderr)
         return 2
     # Imported here: the other commands (and the supervisor) stay free of the server stack.

@@ -6,23 +6,97 @@ later on the first request. gateway/config_load.py fills these from TOML and
 ``GATEWAY_<SECTION>_<NAME>`` variables.
 
 A setting's own bounds sit next to its default as field metadata (``checked(8080,
-tcp_port)``) and one walk over every field applies them; only rules that tie two
-settings together are written out, in ``_cross_field_rules``. This module imports
-nothing from gateway, so every other module may import it.
+tcp_port)``, the checks in gateway/config_checks.py) and one walk over every field
+applies them; only rules that tie two settings together are written out, in
+``_cross_field_rules``. This module imports nothing from gateway but config_checks,
+which imports nothing from gateway, so every other module may import it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain, product
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+
+from gateway.config_checks import (  # re-exported: the settings' own vocabulary
+    ASSETS as ASSETS,
+)
+from gateway.config_checks import (
+    CHECKS as CHECKS,
+)
+from gateway.config_checks import (
+    Check as Check,
+)
+from gateway.config_checks import (
+    admin_token as admin_token,
+)
+from gateway.config_checks import (
+    at_least as at_least,
+)
+from gateway.config_checks import (
+    between as between,
+)
+from gateway.config_checks import (
+    checked as checked,
+)
+from gateway.config_checks import (
+    cluster_secret as cluster_secret,
+)
+from gateway.config_checks import (
+    cors_origin as cors_origin,
+)
+from gateway.config_checks import (
+    fraction as fraction,
+)
+from gateway.config_checks import (
+    header_value as header_value,
+)
+from gateway.config_checks import (
+    host_port as host_port,
+)
+from gateway.config_checks import (
+    ip_network as ip_network,
+)
+from gateway.config_checks import (
+    matches as matches,
+)
+from gateway.config_checks import (
+    not_empty as not_empty,
+)
+from gateway.config_checks import (
+    one_of as one_of,
+)
+from gateway.config_checks import (
+    optional as optional,
+)
+from gateway.config_checks import (
+    positive as positive,
+)
+from gateway.config_checks import (
+    readable_file as readable_file,
+)
+from gateway.config_checks import (
+    readable_path as readable_path,
+)
+from gateway.config_checks import (
+    resolve_fallback as resolve_fallback,
+)
+from gateway.config_checks import (
+    rule as rule,
+)
+from gateway.config_checks import (
+    signing_key as signing_key,
+)
+from gateway.config_checks import (
+    split_signing_key as split_signing_key,
+)
+from gateway.config_checks import (
+    tcp_port as tcp_port,
+)
+from gateway.config_checks import (
+    url as url,
+)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -31,118 +105,10 @@ DAY = 24 * 3600
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/avif")
 SVG_TYPE = "image/svg+xml"
 TRANSFORM_FORMATS = ("webp", "avif", "jpeg", "png")
-ASSETS = Path(__file__).parent / "assets"
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it and its value."""
-
-
-def split_signing_key(item: str) -> tuple[str, str]:
-    """``id:secret`` -> (id, secret); ValueError for anything else.
-
-    The format is defined here, not in web/signing.py, because this module is the leaf
-    both import: the start refuses a bad signing.keys entry with the setting's name,
-    and a UrlSigner built by hand refuses it by the very same rule.
-    """
-    key_id, sep, secret = item.partition(":")
-    if not sep or not key_id or len(secret) < 16:
-        raise ValueError("each key is 'id:secret' with a secret of 16+ characters")
-    return key_id, secret
-
-
-def resolve_fallback(name: str) -> Path | None:
-    """The fallback picture: a path as given, else one of the bundled assets."""
-    for candidate in (Path(name), ASSETS / name):
-        if candidate.is_file() and os.access(candidate, os.R_OK):
-            return candidate
-    return None
-
-
-# --- bounds of one setting ------------------------------------------------------------
-# A check takes one value (each item of a list setting) and returns what is wrong
-# with it, without the setting's name, or None when it is fine.
-
-Check = Callable[[Any], str | None]
-T = TypeVar("T")
-_CHECKS = "checks"
-
-
-def checked(default: T, *checks: Check, secret: bool = False) -> T:
-    """A field with its default and its checks; a secret one is left out of repr()."""
-    return field(default=default, repr=not secret, metadata={_CHECKS: checks})
-
-
-def rule(test: Callable[[Any], object], complaint: str) -> Check:
-    """A check from a test and the complaint, a template in which {v} is the value."""
-    return lambda value: None if test(value) else complaint.format(v=value)
-
-
-def optional(check: Check) -> Check:
-    """``check``, except that an empty value (the setting left unset) passes."""
-    return lambda value: check(value) if value else None
-
-
-def at_least(low: float) -> Check:
-    return rule(lambda v: v >= low, f"{{v}} must be at least {low}")
-
-
-def between(low: int, high: int) -> Check:
-    return rule(lambda v: low <= v <= high, f"{{v}} must be in {low}-{high}")
-
-
-def one_of(*allowed: str) -> Check:
-    return rule(lambda v: v in allowed, f"{{v!r}} is not one of {', '.join(allowed)}")
-
-
-def matches(pattern: str, complaint: str) -> Check:
-    return rule(lambda v: re.fullmatch(pattern, v), "{v!r} " + complaint)
-
-
-def url(*schemes: str, secret: bool = False) -> Check:
-    def check(value: str) -> str | None:
-        shown = "(value not shown)" if secret else repr(value)
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises on a bad port
-        except ValueError:
-            return f"{shown} is not a URL"
-        if parts.scheme not in schemes:
-            return f"{shown} must be a {'/'.join(schemes)} URL"
-        if parts.scheme != "unix" and not parts.hostname:
-            return f"{shown} has no host"
-        return None
-    return check
-
-
-positive = rule(lambda v: v > 0, "{v} must be greater than 0")
-fraction = rule(lambda v: 0 <= v < 1, "{v} must be in [0, 1)")
-tcp_port = rule(lambda v: 0 <= v <= 65535, "{v} is not a TCP port (0-65535)")
-not_empty = rule(bool, "must not be empty")
-header_value = rule(lambda v: v and not any(ord(c) < 0x20 for c in v),
-                    "{v!r} is not a usable header value")
-readable_file = rule(resolve_fallback, "{v!r} is not a readable file")
-admin_token = rule(lambda v: len(v) >= 16, "must be at least 16 characters (value not shown)")
-cluster_secret = rule(lambda v: len(v) >= 32,
-                      "must be at least 32 characters (value not shown)")
-cors_origin = matches(r"\*|https?://([A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?",
-                      "is not '*' or an origin (scheme://host[:port], no path)")
-
-
-def ip_network(value: str) -> str | None:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return f"{value!r} is not an IP network"
-    return None
-
-
-def signing_key(value: str) -> str | None:
-    try:
-        split_signing_key(value)
-    except ValueError as exc:
-        return f"{exc} (values not shown)"
-    return None
 
 
 # --- the sections -----------------------------------------------------------------------
@@ -209,6 +175,14 @@ class RedisConfig:
                                                  "must be 1-64 of [A-Za-z0-9_.-]"))
     socket_timeout: float = checked(0.25, positive)
     connect_timeout: float = checked(0.25, positive)
+    sentinels: tuple[str, ...] = checked((), host_port)
+    sentinel_master: str = checked("", optional(matches(r"[A-Za-z0-9_.-]{1,64}", "is no name")))
+    ssl_ca_file: str = checked("", optional(readable_path))
+    ssl_cert_file: str = checked("", optional(readable_path))
+    ssl_key_file: str = checked("", optional(readable_path))
+    @property
+    def configured(self) -> bool:  # a URL or Sentinel
+        return bool(self.url or self.sentinels)
 
 
 @dataclass(frozen=True)
@@ -241,7 +215,7 @@ class FetchConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    lease_ttl: float = checked(15.0, positive)
+    lease_ttl: float = checked(8.0, positive)
     wait_timeout: float = checked(10.0, positive)
     poll_interval: float = checked(0.02, positive)
     fill_max_bytes: int = checked(1 * MiB, at_least(0))
@@ -360,7 +334,7 @@ def _field_complaints(config: Config) -> Iterator[str]:
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
             items = value if isinstance(value, tuple) else (value,)
-            for check, item in product(f.metadata.get(_CHECKS, ()), items):
+            for check, item in product(f.metadata.get(CHECKS, ()), items):
                 if (complaint := check(item)) is not None:
                     yield f"{section.name}.{f.name}: {complaint}"
 
@@ -372,7 +346,7 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
     if presign.cache_ttl >= presign.expires:
         yield (f"presign.cache_ttl: {presign.cache_ttl} must be below presign.expires "
                f"({presign.expires}) so no stored URL outlives its signature")
-    if config.server.workers > 1 and not config.redis.url:
+    if config.server.workers > 1 and not config.redis.configured:
         # Each worker has its own caches and aliases; only Redis's channel tells the
         # others of a purge or an alias change one of them took.
         yield (f"server.workers: {config.server.workers} needs redis.url: without Redis a "
@@ -381,7 +355,12 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
         yield "disk.path: must name a folder (or set disk.enabled = false)"
     if config.signing.required and not config.signing.keys:
         yield "signing.required: true needs at least one signing.keys entry"
-    if config.redis.url and not fill_secret(config):
+    yield from _redis_rules(config.redis)
+    if config.redis.configured and config.cluster.lease_ttl >= config.fetch.lock_timeout:
+        # An orphaned lease must end before its waiters give up (SOAK-NOTES.md, 5).
+        yield (f"cluster.lease_ttl: {config.cluster.lease_ttl} must be below "
+               f"fetch.lock_timeout ({config.fetch.lock_timeout})")
+    if config.redis.configured and not fill_secret(config):
         yield ("cluster.secret: required when redis.url is set and there is no S3 secret "
                "access key to derive it from (replicas sign what they share through Redis)")
     if "*" in config.http.cors_origins and len(config.http.cors_origins) > 1:
@@ -389,6 +368,16 @@ def _cross_field_rules(config: Config) -> Iterator[str]:
     if transform.default_quality not in transform.qualities:
         yield (f"transform.default_quality: {transform.default_quality} must be "
                "one of transform.qualities")
+
+
+def _redis_rules(redis: RedisConfig) -> Iterator[str]:
+    if bool(redis.sentinels) != bool(redis.sentinel_master):
+        yield "redis.sentinel_master: set with redis.sentinels (both or neither)"
+    files = (redis.ssl_ca_file, redis.ssl_cert_file, redis.ssl_key_file)
+    if any(files) and not redis.url.startswith("rediss://"):
+        yield "redis.ssl_ca_file: the redis.ssl_* files need a rediss:// redis.url"
+    if bool(redis.ssl_cert_file) != bool(redis.ssl_key_file):
+        yield "redis.ssl_cert_file: needs redis.ssl_key_file (a certificate and its key)"
 
 
 def fill_secret(config: Config) -> str:

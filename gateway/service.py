@@ -30,8 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.cache.tiers import TieredCache
+from gateway.cluster.fill import Failed
 from gateway.cluster.lease import ClusterFlight
-from gateway.errors import Busy, NotFound, OriginError
+from gateway.errors import Busy, NotFound, OriginError, OriginTimeout
 from gateway.model import Blob, Entry, FileBlob, Layer, ObjectMeta, Served, make_meta
 from gateway.observe.counters import Stats
 from gateway.origin import NotModified, Origin
@@ -163,6 +164,9 @@ class ImageService:
             if landed is not None:
                 if landed.blob is None:
                     raise NotFound()
+                if isinstance(landed.blob, Failed):
+                    raise (OriginTimeout if landed.blob.status == 504 else OriginError)(
+                        "another replica's fetch of it failed just now")
                 self.stats.cluster_joins += 1
                 await self.cache.adopt(key, landed.blob)
                 return landed.blob
@@ -170,16 +174,19 @@ class ImageService:
         if lease is None:
             return await self._fetch_origin(image_id, key, validator, stale)
         result: FlightResult | None = None
-        missing = False
+        missing, failed = False, 0
         try:
             result = await self._fetch_origin(image_id, key, validator, stale)
             return result
         except NotFound:
             missing = True
             raise
+        except OriginError as exc:
+            failed = exc.status
+            raise
         finally:
             await self.cluster.release(lease, result if isinstance(result, Blob) else None,
-                                       missing=missing)
+                                       missing=missing, failed=failed)
 
     async def _fetch_origin(self, image_id: str, key: str, validator: str | None,
                             stale: Entry | None) -> FlightResult:

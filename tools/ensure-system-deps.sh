@@ -3,6 +3,7 @@
 #
 #   tools/ensure-system-deps.sh redis-server nginx [chromium] [wrk]
 #   tools/ensure-system-deps.sh podman runc catatonit debootstrap openssl curl kubectl
+#   tools/ensure-system-deps.sh ip iptables
 #
 # For every command that is missing (looked up in PATH, /usr/sbin and /usr/bin),
 # install its Debian package with apt-get: as root, or through `sudo -n` when
@@ -31,6 +32,10 @@ declare -A PACKAGES=(
     [openssl]="openssl"
     [curl]="curl"
     [kubectl]="kubernetes-client"
+    # The partition tests (tests/integration/test_ha_partitions.py): network namespaces,
+    # veths and a bridge (ip), packets dropped between two hosts (iptables).
+    [ip]="iproute2"
+    [iptables]="iptables"
 )
 # command -> init service the package may start
 declare -A SERVICES=(

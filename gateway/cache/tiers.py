@@ -19,6 +19,11 @@ confirmed before ``since`` count as expired: the normal read path revalidates it
 serves it as a stale copy. ``ObjectMeta.stored_at`` is when the request that
 confirmed the bytes was sent, so a fetch in flight across ``since`` is not trusted.
 
+Bounded versions: a version is the time of its purge in µs (or just above it), and
+no copy cached before a purge outlives it by more than ``version_horizon`` (disk.ttl +
+disk.max_stale), so versions older than that are forgotten (swept during purges):
+the map holds the images purged within the horizon, not every image ever purged.
+
 Misses: images the origin said are missing are remembered (``NegativeCache``)
 under the original's key, so a purge or an upload ends them with the version.
 """
@@ -71,13 +76,17 @@ class Lookup:
 class TieredCache:
     def __init__(self, memory: MemoryCache, disk: DiskCache | NoDisk,
                  clock: Callable[[], float] = time.time, *,
-                 negative: NegativeCache | None = None, trusted_since: float = 0.0) -> None:
+                 negative: NegativeCache | None = None, trusted_since: float = 0.0,
+                 version_horizon: float = 0.0) -> None:
         self.memory = memory
         self.disk = disk
         self.clock = clock
         self.negative = negative if negative is not None else NegativeCache(0, 0)
         self.trusted_since = trusted_since
         self.versions: dict[str, int] = {}
+        self.version_horizon = version_horizon  # 0: versions are never forgotten
+        self._sweep_every = min(version_horizon / 16, 3600.0)
+        self._next_sweep = clock() + self._sweep_every
 
     @property
     def disk_enabled(self) -> bool:
@@ -223,7 +232,19 @@ class TieredCache:
                                    else current + 1)
         await self.memory.purge(image_id)
         await self.disk.purge(image_id)
+        if self.version_horizon and self.clock() >= self._next_sweep:
+            self.forget_versions()
         return True
+
+    def forget_versions(self) -> int:
+        """Forget the versions of purges older than ``version_horizon``; how many."""
+        now = self.clock()
+        self._next_sweep = now + self._sweep_every
+        oldest = int((now - self.version_horizon) * 1_000_000)
+        old = [image_id for image_id, version in self.versions.items() if version < oldest]
+        for image_id in old:
+            del self.versions[image_id]
+        return len(old)
 
     async def clear(self) -> tuple[int, int]:
         """Empty both layers of this process; (memory, disk) entries dropped."""

@@ -44,9 +44,14 @@ USER_KIND = "u:"
 _LEGACY_USER = "user:"
 
 # Lua numbers are doubles: exact up to 2**53, far above microseconds since 1970.
+# ARGV[2]: seconds the version is kept (0: for ever), see InvalidationBus.version_ttl.
 _BUMP = """
 local v = math.max((tonumber(redis.call('GET', KEYS[1]) or '0') or 0) + 1, tonumber(ARGV[1]))
-redis.call('SET', KEYS[1], string.format('%d', v))
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], string.format('%d', v), 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], string.format('%d', v))
+end
 return v
 """
 
@@ -64,13 +69,19 @@ class _Lost(Exception):
 
 
 class InvalidationBus:
-    #: Seconds between checks of Redis's identity while subscribed.
+    #: Seconds between checks of Redis's identity (and pings on the subscription).
     identity_interval = 5.0
+    #: Seconds a ping on the subscription may go unanswered before it counts as lost.
+    pong_timeout = 3.0
 
     def __init__(self, link: RedisLink, retry_interval: float = 0.5, *,
                  stats: Stats | None = None,
-                 rejected: RedisRejections | None = None) -> None:
+                 rejected: RedisRejections | None = None, version_ttl: int = 0) -> None:
         self._link = link
+        # A version is the time of its purge (in µs) or just above it, and nothing
+        # cached before a purge is served later than disk.ttl + disk.max_stale after
+        # it: past that, the version key tells no replica anything any more.
+        self.version_ttl = version_ttl
         self._stats = stats or Stats()
         self._rejected = rejected or RedisRejections(self._stats)
         self._keys = link.keys
@@ -121,7 +132,8 @@ class InvalidationBus:
         version + 1 and the time in microseconds), so a cache key can't come back.
         """
         raw = await self._link.guarded(
-            lambda r: r.eval(_BUMP, 1, self._keys.version(image_id), str(at_least)),
+            lambda r: r.eval(_BUMP, 1, self._keys.version(image_id), str(at_least),
+                             str(self.version_ttl)),
             None, when_down=True)
         return None if raw is None else int(raw)
 
@@ -251,17 +263,30 @@ class InvalidationBus:
     async def _receive(self, redis: Redis, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         check_at = loop.time() + self.identity_interval
+        pong_due: float | None = None
         while not self._closing:
             # The timeout lets a dead connection surface as an error instead of
             # a silent wait; redis-py raises on a broken socket.
             message = await pubsub.get_message(timeout=1.0)
-            if message is not None and message.get("type") == "message":
-                await self._dispatch(message["data"])
+            if message is not None:
+                if message.get("type") == "message":
+                    await self._dispatch(message["data"])
+                elif message.get("type") == "pong":
+                    pong_due = None
             if self._reconnected:
                 raise _Lost("the client library re-opened the pub/sub connection by itself")
-            if loop.time() >= check_at:
-                check_at = loop.time() + self.identity_interval
+            now = loop.time()
+            if pong_due is not None and now >= pong_due:
+                # A partition that drops packets breaks no socket: without an answer
+                # on the subscription itself, it may be deaf (tests/integration/
+                # test_ha_partitions.py).
+                raise _Lost("no answer from redis on the subscription")
+            if now >= check_at:
+                check_at = now + self.identity_interval
                 await self._check_identity(redis)
+                if pong_due is None:
+                    await pubsub.ping()
+                    pong_due = now + self.pong_timeout
 
     async def _check_identity(self, redis: Redis) -> None:
         try:

@@ -5,6 +5,7 @@ and then checked again as if it came from the origin:
 
     raw = tag (32 bytes) + payload
     payload = b"M"                                       the object is missing
+            | b"F" + status (3 digits)                     the holder's fetch failed
             | b"B" + len(meta) (4 bytes) + meta JSON + body
     tag = HMAC-SHA256(key, deployment, cache key, payload), each length-prefixed
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from gateway.errors import UnsupportedMedia
@@ -34,6 +35,7 @@ from gateway.origin.content import checked_type
 _LABEL = b"image-gateway cluster fill key v1"
 _TAG = 32
 _MISSING = b"M"
+_FAILED = b"F"
 _BLOB = b"B"
 _META_TYPES: dict[str, type | tuple[type, ...]] = {
     "etag": str, "digest": str, "content_type": str, "size": int, "last_modified": int,
@@ -49,6 +51,13 @@ def fill_key(secret: str) -> bytes:
 
 class RejectedFill(ValueError):
     """A fill that must not be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The holder's origin fetch failed just now, answered with ``status`` (502, 504)."""
+
+    status: int
 
 
 class FillCodec:
@@ -68,13 +77,20 @@ class FillCodec:
             payload = _BLOB + len(header).to_bytes(4, "big") + header + blob.body
         return self._tag(cache_key, payload) + payload
 
-    def unpack(self, cache_key: str, raw: bytes) -> Blob | None:
+    def pack_failed(self, cache_key: str, status: int) -> bytes:
+        payload = _FAILED + b"%03d" % status
+        return self._tag(cache_key, payload) + payload
+
+    def unpack(self, cache_key: str, raw: bytes) -> Blob | Failed | None:
         """The blob (None: the object is missing); raises RejectedFill."""
         tag, payload = raw[:_TAG], raw[_TAG:]
         if not hmac.compare_digest(tag, self._tag(cache_key, payload)):
             raise RejectedFill("not signed with this deployment's cluster key")
         if payload == _MISSING:
             return None
+        if payload[:1] == _FAILED:
+            # Only a status the gateway itself answers for a failed fetch is repeated.
+            return Failed(504 if payload[1:] == b"504" else 502)
         if payload[:1] != _BLOB:
             raise RejectedFill("unknown kind of fill")
         size = int.from_bytes(payload[1:5], "big")

@@ -123,11 +123,13 @@ class RedisKeys:
                    "what is left of its URL's"),
             KeyDoc(keys.user("{user_id}"), "object key of the user's picture", "none"),
             KeyDoc(keys.version("{key}"),
-                   "version, moved forward on purge, never repeats", "none"),
+                   "version, moved forward on purge, never repeats",
+                   "disk.ttl + disk.max_stale (from the last purge)"),
             KeyDoc(keys.lease("{cache_key}"), "token of the replica fetching it",
                    "cluster.lease_ttl"),
             KeyDoc(keys.fill("{cache_key}"), "the lease holder's result, authenticated "
-                   "(HMAC): meta + bytes, or 'missing'", "cluster.fill_ttl ('missing': 2 s)"),
+                   "(HMAC): meta + bytes, 'missing', or 'failed' (its status)",
+                   "cluster.fill_ttl ('missing', 'failed': 2 s)"),
             KeyDoc(keys.epoch(), "random token set once (SET NX): gone or changed means "
                    "Redis lost its data", "none"),
             KeyDoc(keys.invalidate, "channel: i:{key} (an object) or u:{user_id} (an alias)",

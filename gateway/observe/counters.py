@@ -24,6 +24,7 @@ class Stats:
     disk: LayerCounters = field(default_factory=LayerCounters)
     coalesced: int = 0  # joiners that shared another request's origin fetch
     cluster_joins: int = 0  # fetches answered by another replica's origin fetch
+    lease_release_retries: int = 0  # lease releases tried again after a Redis error
     origin_fetches: int = 0  # GETs sent to the origin (including 304 revalidations)
     origin_not_modified: int = 0
     origin_errors: int = 0

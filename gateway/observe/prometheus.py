@@ -51,6 +51,9 @@ _PLAIN = {
                 "are revalidated, since purges may have been missed."),
     "bus_messages_rejected": ("gateway_bus_messages_rejected",
                               "Invalidation messages from Redis of no known kind: ignored."),
+    "lease_release_retries": ("gateway_lease_release_retries",
+                              "Cluster lease releases retried once after a broken pooled "
+                              "Redis connection."),
 }
 _HANDLED_ELSEWHERE = {"origin_fetches", "origin_not_modified", "origin_errors",
                       "origin_not_found", "bytes_served", "url_store_hits",

@@ -21,9 +21,6 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
@@ -31,6 +28,7 @@ from gateway.cache.negative import NegativeCache
 from gateway.cache.tiers import NoDisk, TieredCache
 from gateway.cluster.aliases import AliasStore, Migration, migrate_legacy_aliases
 from gateway.cluster.bus import InvalidationBus
+from gateway.cluster.connect import open_redis
 from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
@@ -122,7 +120,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
     stack.push_async_callback(origin.close)
 
     cache = await _cache(config, stats, stack)
-    cluster = _cluster(config, link, rejected)
+    cluster = _cluster(config, link, rejected, stats)
     service = ImageService(
         cache=cache, origin=origin,
         cluster=cluster if tracing is None else tracing.flight(cluster),
@@ -133,7 +131,8 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
     variants = _variants(config, service, cache, stack, tracing)
 
     aliases = AliasStore(link, rejected)
-    bus = InvalidationBus(link, stats=stats, rejected=rejected)
+    bus = InvalidationBus(link, stats=stats, rejected=rejected,
+                          version_ttl=config.disk.ttl + config.disk.max_stale)
     invalidator = Invalidator(service, bus, urls, aliases)
     await bus.start()
     stack.push_async_callback(bus.close)
@@ -234,24 +233,15 @@ def _routes(app: web.Application, config: Config, observer: Observer, parts: Par
 
 def _redis(config: Config, stack: contextlib.AsyncExitStack,
            socket_timeout: float | None = None) -> RedisLink:
-    client: Redis | None = None
     keys = keys_for(config)
-    if config.redis.url:
-        client = Redis.from_url(
-            config.redis.url,
-            socket_timeout=socket_timeout or config.redis.socket_timeout,
-            socket_connect_timeout=config.redis.connect_timeout,
-            # One attempt per call: redis-py's default retries (with backoff up to 1 s)
-            # would stretch a call far past socket_timeout while Redis is down;
-            # RedisLink's back-off is the retry policy.
-            retry=Retry(NoBackoff(), 0),
-        )
-        stack.push_async_callback(client.aclose)
+    client = open_redis(config.redis, stack, socket_timeout)
+    if client is not None:
         log.info("redis keys: %s:%s:* (this deployment's)", keys.prefix, keys.deployment)
     return RedisLink(client, keys, RedisHealth(configured=client is not None))
 
 
-def _cluster(config: Config, link: RedisLink, rejected: RedisRejections) -> ClusterFlight:
+def _cluster(config: Config, link: RedisLink, rejected: RedisRejections,
+             stats: Stats) -> ClusterFlight:
     c, o = config.cluster, config.origin
     secret = fill_secret(config)
     # No secret means no Redis (the config refuses Redis without one): no result ever
@@ -261,7 +251,7 @@ def _cluster(config: Config, link: RedisLink, rejected: RedisRejections) -> Clus
                       max_bytes=o.max_bytes)
     return ClusterFlight(link, lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,
                          poll_interval=c.poll_interval, fill_max_bytes=c.fill_max_bytes,
-                         fill_ttl=c.fill_ttl, codec=codec, rejected=rejected)
+                         fill_ttl=c.fill_ttl, codec=codec, rejected=rejected, stats=stats)
 
 
 async def migrate_aliases(config: Config) -> Migration:
@@ -286,9 +276,11 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
     # What an earlier process left on disk may predate purges it never heard of
     # (it was down, or deaf to Redis): revalidated before it is served. Without
     # Redis every purge is this process's own, so nothing can have been missed.
-    trusted_since = time.time() if config.redis.url else 0.0
+    trusted_since = time.time() if config.redis.configured else 0.0
+    horizon = config.disk.ttl + config.disk.max_stale  # nothing cached outlives a version
     if not config.disk.enabled:
-        return TieredCache(memory, NoDisk(), negative=negative, trusted_since=trusted_since)
+        return TieredCache(memory, NoDisk(), negative=negative, trusted_since=trusted_since,
+                           version_horizon=horizon)
     # The workers share one folder and each bounds the files it knows of (its own
     # writes and reads, the start-up scan). Every file is known to at least one
     # worker, so N shares of max_bytes / N keep the folder within max_bytes.
@@ -297,7 +289,8 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
                      inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
     await disk.start()
     stack.push_async_callback(disk.close)
-    return TieredCache(memory, disk, negative=negative, trusted_since=trusted_since)
+    return TieredCache(memory, disk, negative=negative, trusted_since=trusted_since,
+                       version_horizon=horizon)
 
 
 async def _origin(config: Config, store: UrlStore,

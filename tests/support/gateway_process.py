@@ -37,7 +37,10 @@ from . import REPO_ROOT, free_port, tail
 class GatewayProcess:
     def __init__(self, env: Mapping[str, str] | None = None, *, port: int | None = None,
                  args: Sequence[str] = (), startup_timeout: float = 15.0,
-                 start: bool = False) -> None:
+                 start: bool = False, host: str = "127.0.0.1",
+                 prefix: Sequence[str] = ()) -> None:
+        self.host = host  # another host's address: in a network namespace (prefix)
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NAME]
         self.port = port or free_port()
         self.args = list(args)
         self.startup_timeout = startup_timeout
@@ -55,7 +58,7 @@ class GatewayProcess:
         env.update({
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "PYTHONUNBUFFERED": "1",
-            "GATEWAY_SERVER_HOST": "127.0.0.1",
+            "GATEWAY_SERVER_HOST": self.host,
             "GATEWAY_DISK_PATH": str(self.dir / "cache"),
             "GATEWAY_ORIGIN_ROOT": str(self.dir / "origin"),
         })
@@ -66,7 +69,7 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -86,7 +89,7 @@ class GatewayProcess:
         """Spawn it and wait until GET /healthz is 200 (its stderr in the error if not)."""
         if self.running:
             return self
-        argv = [sys.executable, "-m", "gateway", *self.args]
+        argv = [*self.prefix, sys.executable, "-m", "gateway", *self.args]
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self._proc = subprocess.Popen(
                 argv, env=self.env, cwd=self.dir, stdin=subprocess.DEVNULL,

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -39,13 +40,14 @@ def find_redis_server() -> str:
     )
 
 
-def resp_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
-    """Send one command to 127.0.0.1:port in RESP and return the first reply line."""
+def resp_command(port: int, *args: str, timeout: float = 1.0, host: str = "127.0.0.1"
+                 ) -> bytes:
+    """Send one command to host:port in RESP and return the first reply line."""
     payload = f"*{len(args)}\r\n".encode()
     for arg in args:
         data = arg.encode()
         payload += b"$%d\r\n%s\r\n" % (len(data), data)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(payload)
         reply = b""
         while not reply.endswith(b"\r\n"):
@@ -58,8 +60,12 @@ def resp_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
 
 class RedisServer:
     def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0,
-                 start: bool = True) -> None:
+                 start: bool = True, args: Sequence[str] = (), bind: str = "127.0.0.1",
+                 prefix: Sequence[str] = ()) -> None:
         self.binary = find_redis_server()
+        self.args = list(args)  # more redis-server options (TLS, replicaof...)
+        self.bind = bind
+        self.prefix = list(prefix)  # runs it under this (ip netns exec NAME)
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.dir = Path(tempfile.mkdtemp(prefix="test-redis-"))
@@ -71,7 +77,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.bind}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -90,15 +96,16 @@ class RedisServer:
         if self.running:
             return
         argv = [
-            self.binary,
+            *self.prefix, self.binary,
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.bind,
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.dir),
             "--daemonize", "no",
             "--protected-mode", "no",
             "--loglevel", "warning",
+            *self.args,
         ]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
@@ -125,13 +132,13 @@ class RedisServer:
 
     def ping(self, timeout: float = 0.5) -> bool:
         try:
-            return resp_command(self.port, "PING", timeout=timeout) == b"+PONG"
+            return resp_command(self.port, "PING", timeout=timeout, host=self.bind) == b"+PONG"
         except OSError:
             return False
 
     def command(self, *args: str) -> bytes:
         """One command through a raw socket (for setup: FLUSHALL, CONFIG SET...)."""
-        return resp_command(self.port, *args, timeout=5.0)
+        return resp_command(self.port, *args, timeout=5.0, host=self.bind)
 
     def flushall(self) -> None:
         reply = self.command("FLUSHALL")
