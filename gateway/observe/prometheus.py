@@ -143,6 +143,11 @@ def _origin(s: Snapshot) -> Iterator[Metric]:
         "gateway_origin_breaker_open",
         "Workers whose circuit breaker is open now (the origin is not asked): 0 when all "
         "is well.", value=s.gauges.get("origin.breaker_open", 0))
+    yield GaugeMetricFamily(
+        "gateway_gc_frozen_objects",
+        "Objects built at start that every worker keeps out of Python's cyclic garbage "
+        "collector (gc.freeze): its passes scan only what requests leave behind.",
+        value=s.gauges.get("process.gc_frozen_objects", 0))
 
 
 def _service(s: Snapshot) -> Iterator[Metric]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -156,6 +157,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
         counters["origin.retries"] = resilient.retried
         counters["origin.breaker_trips"] = breaker.trips
         gauges["origin.breaker_open"] = float(breaker.state == CircuitBreaker.OPEN)
+        gauges["process.gc_frozen_objects"] = float(gc.get_freeze_count())
         gauges.update(cache.gauges())
         return counters, gauges
 
