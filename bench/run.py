@@ -99,6 +99,12 @@ def gateway_env(settings: Settings, bucket: S3Bucket, proxy: FaultProxy, redis: 
     }
 
 
+#: wrk for the one-process peers (the issue's method): 1 thread x 32 connections, so
+#: that wrk and the one server process have a core each; a second wrk thread would
+#: take the core the server needs, and more from the server that needs more CPU.
+ONE_PROCESS_LOAD = (1, 32)
+
+
 class Runner:
     def __init__(self, settings: Settings, paths: list[str], results: Results) -> None:
         self.s = settings
@@ -106,40 +112,47 @@ class Runner:
         self.results = results
 
     def wrk(self, name: str, url: str, duration: float,
-            paths_file: Path = PATHS_FILE) -> WrkResult:
-        return run_wrk(name, url, paths_file, duration=duration, connections=self.s.connections,
-                       threads=self.s.threads, mode=self.s.mode, out_dir=RUN_DIR)
+            paths_file: Path = PATHS_FILE, load: tuple[int, int] | None = None) -> WrkResult:
+        threads, connections = load or (self.s.threads, self.s.connections)
+        return run_wrk(name, url, paths_file, duration=duration, connections=connections,
+                       threads=threads, mode=self.s.mode, out_dir=RUN_DIR)
 
-    def warm(self, name: str, url: str, paths_file: Path = PATHS_FILE) -> None:
+    def warm(self, name: str, url: str, paths_file: Path = PATHS_FILE,
+             load: tuple[int, int] | None = None) -> None:
         if self.s.warm > 0:
-            self.wrk(f"{name}-warm", url, self.s.warm, paths_file)
+            self.wrk(f"{name}-warm", url, self.s.warm, paths_file, load)
 
     def measure_paths(self, key: str, title: str, server: str, url: str, paths: list[str],
-                      headers: tuple[str, ...] | None = ("X-Cache",)) -> Measure:
+                      headers: tuple[str, ...] | None = ("X-Cache",),
+                      load: tuple[int, int] | None = None) -> Measure:
         """``measure`` over other paths than the picture set's /images/{id} (a variant,
         another server's URL scheme)."""
         paths_file = RUN_DIR / f"paths-{key}.txt"
         paths_file.write_text("".join(f"{p}\n" for p in paths))
         return self.measure(key, title, server, url, headers, paths=paths,
-                            paths_file=paths_file)
+                            paths_file=paths_file, load=load)
 
     def measure(self, key: str, title: str, server: str, url: str,
                 headers: tuple[str, ...] | None = ("X-Cache",),
                 origin: FaultProxy | None = None, paths: list[str] | None = None,
-                paths_file: Path = PATHS_FILE) -> Measure:
+                paths_file: Path = PATHS_FILE, load: tuple[int, int] | None = None
+                ) -> Measure:
         """One wrk run of a scenario (warmed up the first time); with BENCH_ROUNDS > 1
-        it is called once per round and the runs add up in one Measure."""
+        it is called once per round and the runs add up in one Measure. ``load``:
+        (wrk threads, connections) when not the run's own."""
         paths = self.paths if paths is None else paths
         measure = self.results.measures.get(key)
         if measure is None:
-            self.warm(key, url, paths_file)
+            self.warm(key, url, paths_file, load)
         before = client.describe(client.sample_layers(url, paths, 200, headers)) \
             if headers else ""
         round_no = "" if measure is None else f" (round {len(measure.runs) + 1})"
-        say(f"{title}{round_no}: wrk {self.s.duration:g} s, {self.s.connections} connections")
+        threads, connections = load or (self.s.threads, self.s.connections)
+        say(f"{title}{round_no}: wrk {self.s.duration:g} s, {threads} thread(s) x "
+            f"{connections} connections")
         gets_before = origin.gets() if origin is not None else 0
         name = key if measure is None else f"{key}-{len(measure.runs) + 1}"
-        result = self.wrk(name, url, self.s.duration, paths_file)
+        result = self.wrk(name, url, self.s.duration, paths_file, load)
         gets = origin.gets() - gets_before if origin is not None else None
         after = client.describe(client.sample_layers(url, paths, 200, headers)) \
             if headers else ""
@@ -286,7 +299,8 @@ def run(settings: Settings, only: frozenset[str] = frozenset(SCENARIOS)) -> Resu
         for phase in _phase("thumbor", only):
             results.peers = thumbor_peer.PeersPhase(
                 say, lambda key, title, server, url, paths, headers=("X-Cache",):
-                runner.measure_paths(key, title, server, url, paths, headers),
+                runner.measure_paths(key, title, server, url, paths, headers,
+                                     ONE_PROCESS_LOAD),
                 lambda stack_, name: _one_worker_gateway(
                     stack_, sampler, settings, bucket, proxy, redis, name)).run(phase, pictures)
         for phase in _phase("browser", only):
