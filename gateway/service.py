@@ -77,7 +77,7 @@ class ImageService:
 
     def from_memory(self, image_id: str) -> Served | None:
         """The hot path, no coroutine: a fresh memory copy of ``image_id``, or None
-        (then ``get``). Counts the hit; a miss is counted by ``get``."""
+        (then ``beyond_memory``). Counts the hit; a miss is counted there."""
         key = self.cache.key_for(image_id)
         now = self.clock()
         blob = self.cache.fresh_in_memory(key, now)
@@ -90,9 +90,10 @@ class ImageService:
 
     async def get(self, image_id: str) -> Served:
         """The bytes of ``image_id`` (already validated) from the nearest layer."""
-        served = self.from_memory(image_id)
-        if served is not None:
-            return served
+        return self.from_memory(image_id) or await self.beyond_memory(image_id)
+
+    async def beyond_memory(self, image_id: str) -> Served:
+        """``get`` once ``from_memory`` found no fresh copy: disk, else the origin."""
         key = self.cache.key_for(image_id)
         now = self.clock()
         stats = self.stats

@@ -32,7 +32,7 @@ def images_handler(parts: Parts) -> Handler:
             request[IMAGE_KEY] = key
             if request.query_string:
                 return await _image(request, key)
-            served = service.from_memory(key) or await service.get(key)
+            served = service.from_memory(key) or await service.beyond_memory(key)
             cache_control = answer_cache_control(served.layer, http, usual)
             return image_response(request, served, cache_control, send_timeout, extra=extra)
         if route is Route.USER:
