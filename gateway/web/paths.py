@@ -16,7 +16,6 @@ would read as one of the first two routes is named with ``%2F``:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,9 +49,6 @@ class ImagePath:
     name: str  # the object key (OBJECT, URL) or the user id (USER), validated
 
 
-# Hot pictures are asked for by the same paths over and over: parse each once. Only
-# answers are kept (a refused path raises each time), 4096 of them (~1-2 MB at most).
-@functools.lru_cache(maxsize=4096)
 def route_of(raw_tail: str) -> ImagePath:
     """The meaning of ``/images/{raw_tail}`` (percent-encoded, no query); BadRequest
     for a key or user id outside the rules."""
@@ -93,8 +89,10 @@ _BY_TARGET_MAX = 4096
 
 def image_route(raw_path: str) -> ImagePath:
     """``route_of`` the tail of an ``/images/`` request target, found by the target
-    as sent (query included) in one dict lookup when it was seen before: the hot path
-    skips even the split. Emptied when full, which costs a re-parse per path."""
+    as sent (query included) in one dict lookup when it was seen before: hot pictures
+    are asked for by the same targets over and over. Only answers are kept (a refused
+    target raises each time), 4096 of them (~1-2 MB at most); emptied when full,
+    which costs a re-parse per target."""
     found = _by_target.get(raw_path)
     if found is None:
         found = route_of(_tail(raw_path, IMAGES))
