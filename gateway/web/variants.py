@@ -26,12 +26,11 @@ def variant_spec(request: web.Request) -> VariantSpec | None:
 
 async def variant_image(request: web.Request, image_id: str | None, spec: VariantSpec, *,
                         user: bool = False) -> web.StreamResponse:
-    """Answer with the variant of the object ``image_id`` (None: an unknown user -> the
-    fallback)."""
+    """Answer with the variant ``spec`` (negotiated, as ``variant_spec`` gives it) of the
+    object ``image_id`` (None: an unknown user -> the fallback)."""
     variants = request.app[PARTS].variants
     service = request.app[PARTS].service
     vary = spec.vary
-    spec = variants.negotiate(spec, request.headers.get("Accept"))
     served: Served
     if spec.identity:  # e.g. format=auto for a client that takes neither AVIF nor WebP
         served = (service.fallback_for_unknown() if image_id is None
