@@ -678,18 +678,22 @@ def test_encode_header_round_trips_through_the_reader(tmp_path: Path) -> None:
         assert read_meta(f, path.stat().st_size)[:2] == ("0::k", meta)
 
 
+def _flip_a_byte_in_place(path: Path) -> None:
+    """Corrupt a file where it is (same inode), moving its mtime as a write does."""
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    st = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
 async def test_verified_file_changed_in_place_is_verified_again(make_cache: MakeCache) -> None:
     # A file is hashed once per process while unchanged; any change to it (here a
     # flipped byte written in place, which moves its mtime) is checked again.
     cache = await make_cache()
     await cache.put("0::img.png", blob(b"x" * 500))
     assert await cache.get("0::img.png") is not None  # verified and remembered
-    path = cache.path_for("0::img.png")
-    data = bytearray(path.read_bytes())
-    data[-10] ^= 0xFF
-    st = path.stat()
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    _flip_a_byte_in_place(cache.path_for("0::img.png"))
     assert await cache.get("0::img.png") is None
     assert cache.counters.corrupt_dropped == 1
 
@@ -850,11 +854,6 @@ async def test_a_file_changed_in_place_is_not_read_on_the_loop(
     cache = await make_cache()
     await cache.put("0::img.png", blob(b"x" * 500))
     assert await cache.get("0::img.png") is not None
-    path = cache.path_for("0::img.png")
-    data = bytearray(path.read_bytes())
-    data[-10] ^= 0xFF
-    st = path.stat()
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    _flip_a_byte_in_place(cache.path_for("0::img.png"))
     assert await cache.get("0::img.png") is None  # its mark no longer matches: hashed
     assert executor_reads == ["0::img.png", "0::img.png"]
