@@ -25,6 +25,10 @@ class Stats:
     coalesced: int = 0  # joiners that shared another request's origin fetch
     cluster_joins: int = 0  # fetches answered by another replica's origin fetch
     lease_release_retries: int = 0  # lease releases tried again after a Redis error
+    # Purges taken while Redis was away, sent to the other replicas once it was back,
+    # and those given up (more waiting than Invalidator.max_unsent).
+    purges_resent: int = 0
+    purges_given_up: int = 0
     origin_fetches: int = 0  # GETs sent to the origin (including 304 revalidations)
     origin_not_modified: int = 0
     origin_errors: int = 0

@@ -51,6 +51,12 @@ _PLAIN = {
                 "are revalidated, since purges may have been missed."),
     "bus_messages_rejected": ("gateway_bus_messages_rejected",
                               "Invalidation messages from Redis of no known kind: ignored."),
+    "purges_resent": ("gateway_purges_resent",
+                      "Purges applied here while Redis was unavailable, sent to the other "
+                      "replicas once it was back."),
+    "purges_given_up": ("gateway_purges_given_up",
+                        "Purges applied here while Redis was unavailable that were never sent "
+                        "to the other replicas: too many waited."),
     "lease_release_retries": ("gateway_lease_release_retries",
                               "Cluster lease releases retried once after a broken pooled "
                               "Redis connection."),
@@ -143,6 +149,11 @@ def _origin(s: Snapshot) -> Iterator[Metric]:
         "gateway_origin_breaker_open",
         "Workers whose circuit breaker is open now (the origin is not asked): 0 when all "
         "is well.", value=s.gauges.get("origin.breaker_open", 0))
+    yield GaugeMetricFamily(
+        "gateway_purges_unsent",
+        "Purges applied here while Redis was unavailable that the other replicas have not "
+        "been told of yet (sent when Redis is back).",
+        value=s.gauges.get("cluster.purges_unsent", 0))
     yield GaugeMetricFamily(
         "gateway_gc_frozen_objects",
         "Objects built at start that every worker keeps out of Python's cyclic garbage "

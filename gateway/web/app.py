@@ -134,7 +134,8 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
     aliases = AliasStore(link, rejected)
     bus = InvalidationBus(link, stats=stats, rejected=rejected,
                           version_ttl=config.disk.ttl + config.disk.max_stale)
-    invalidator = Invalidator(service, bus, urls, aliases)
+    invalidator = Invalidator(service, bus, urls, aliases, stats)
+    stack.push_async_callback(invalidator.close)
     await bus.start()
     stack.push_async_callback(bus.close)
     if link.enabled:
@@ -158,6 +159,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
         counters["origin.breaker_trips"] = breaker.trips
         gauges["origin.breaker_open"] = float(breaker.state == CircuitBreaker.OPEN)
         gauges["process.gc_frozen_objects"] = float(gc.get_freeze_count())
+        gauges["cluster.purges_unsent"] = float(invalidator.unsent)
         gauges.update(cache.gauges())
         return counters, gauges
 

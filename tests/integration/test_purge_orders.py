@@ -175,6 +175,42 @@ async def test_a_missed_purge_is_never_served(order: tuple[str, ...], mode: str,
     assert (status, layer) == (200, "HIT-MEMORY") and s3_proxy.gets("q.png") == 1
 
 
+@pytest.mark.timeout(120)
+async def test_a_purge_taken_while_cut_off_reaches_the_others(
+        spawn_gateway: Callable[..., GatewayProcess], s3: S3Bucket, s3_proxy: FaultProxy,
+        redis_server: RedisServer, redis_url: str, redis_proxy: TcpProxy,
+        session: aiohttp.ClientSession) -> None:
+    """The other way round: R is cut off and takes the purge, A keeps listening and
+    cached p. A has missed nothing (no gap, no revalidation), so only R can tell it:
+    R sends its purge once Redis takes calls again."""
+    world = Scenario("partition", spawn_gateway, s3, s3_proxy, redis_server, redis_url,
+                     redis_proxy, session)
+    await world.start()
+    s3.put("p.png", png(100))
+    for _ in range(2):
+        status, _layer, got = await fetch(session, f"{world.a.url}/images/p.png")
+        assert status == 200 and sha(got) == sha(png(100))
+
+    redis_proxy.cut()
+    s3.put("p.png", png(101))
+    async with session.delete(f"{world.r.url}/admin/images/p.png", headers=AUTH) as resp:
+        assert resp.status == 200 and (await resp.json())["propagated"] is False
+    status, layer, got = await fetch(session, f"{world.a.url}/images/p.png")
+    assert (status, layer, sha(got)) == (200, "HIT-MEMORY", sha(png(100)))  # not told yet
+
+    redis_proxy.heal()
+
+    async def a_dropped_it() -> bool:
+        _status, _layer, got = await fetch(session, f"{world.a.url}/images/p.png")
+        return sha(got) == sha(png(101))
+
+    await until(a_dropped_it, timeout=BOUND, interval=0.1, what="A heard R's purge")
+    async with session.get(f"{world.r.url}/metrics") as resp:
+        text = await resp.text()
+    assert re.search(r"^gateway_purges_resent_total 1(\.0)?$", text, re.MULTILINE)
+    assert re.search(r"^gateway_purges_unsent 0(\.0)?$", text, re.MULTILINE)
+
+
 # -- the start ------------------------------------------------------------------------------
 
 

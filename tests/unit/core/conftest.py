@@ -14,12 +14,15 @@ clock, and RedisLinks (none, or on the session's real redis-server).
     redis         a plain client on redis_url, to look at or change what is stored
     make_service  make_service(**ImageService kwargs) -> ImageService on make_tiers(),
                   origin, clock, a SingleFlight and a ClusterFlight without Redis
+    make_replica  make_replica(caches, link, urls) -> Replica: an Invalidator on FakeCaches
+                  with a real bus and alias store (.listen() subscribes it)
     fast_retries  the service's background retries wait milliseconds, not seconds
                   (.scale = 1000: they wait for good)
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,12 +35,16 @@ from gateway import service as service_module
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.tiers import NoDisk, TieredCache
+from gateway.cluster.aliases import AliasStore
+from gateway.cluster.bus import InvalidationBus
 from gateway.cluster.fill import FillCodec
+from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisKeys, RedisLink
 from gateway.config import IMAGE_TYPES
 from gateway.observe.counters import Stats
 from gateway.observe.rejected import RedisRejections
+from gateway.origin.presign import RedisUrlStore, UrlStore
 from gateway.service import FlightResult, ImageService
 from gateway.singleflight import SingleFlight
 from tests.support.fakes import FakeClock, FakeOrigin
@@ -50,10 +57,12 @@ OBJECT_CAP = 1_000  # memory keeps bodies up to this; the disk hands larger ones
 MAX_STALE = 3600.0  # expired entries stay in both layers for the tests' whole span
 TTL = 60.0
 REDIS_TIMEOUT = 0.3
+BOUND = 5.0  # how long a replica may take to subscribe before a test calls it hung
 
 MakeTiers = Callable[..., Awaitable[TieredCache]]
 MakeLink = Callable[..., RedisLink]
 MakeService = Callable[..., Awaitable[ImageService]]
+MakeReplica = Callable[..., "Replica"]
 
 
 @pytest.fixture
@@ -171,3 +180,58 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     monkeypatch.setattr(service_module, "random",
                         SimpleNamespace(uniform=lambda a, b: retries.scale * (a + b) / 2))
     return retries
+
+
+class FakeCaches:
+    """The LocalCaches an Invalidator drives: versions, and a record of purge_local calls."""
+
+    def __init__(self, **versions: int) -> None:
+        self.versions = {f"{name}.png": v for name, v in versions.items()}
+        self.purged: list[tuple[str, int | None]] = []
+        self.distrusted = 0
+
+    def version_of(self, image_id: str) -> int:
+        return self.versions.get(image_id, 0)
+
+    def distrust(self) -> None:
+        self.distrusted += 1
+
+    async def purge_local(self, image_id: str, version: int | None = None) -> None:
+        self.purged.append((image_id, version))
+        current = self.version_of(image_id)
+        self.versions[image_id] = version if version is not None and version > current \
+            else current + 1
+
+
+class Replica:
+    def __init__(self, link: RedisLink, caches: FakeCaches, urls: UrlStore) -> None:
+        self.link = link
+        self.caches = caches
+        self.urls = urls
+        self.bus = InvalidationBus(link, retry_interval=0.05)
+        self.aliases = AliasStore(link, CountedRejections())
+        self.invalidator = Invalidator(caches, self.bus, urls, self.aliases)
+
+    async def listen(self) -> Replica:
+        await self.bus.start()
+        await asyncio.wait_for(self.bus.subscribed.wait(), BOUND)
+        return self
+
+
+
+@pytest.fixture
+async def make_replica(make_link: MakeLink) -> AsyncIterator[MakeReplica]:
+    made: list[Replica] = []
+
+    def make(caches: FakeCaches | None = None, link: RedisLink | None = None,
+             urls: UrlStore | None = None) -> Replica:
+        link = link or make_link()
+        replica = Replica(link, caches or FakeCaches(),
+                          urls or RedisUrlStore(link, Stats(), CountedRejections()))
+        made.append(replica)
+        return replica
+
+    yield make
+    for replica in made:
+        await replica.invalidator.close()
+        await replica.bus.close()

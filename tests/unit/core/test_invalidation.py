@@ -3,87 +3,26 @@ fake local caches, a real bus and a real redis-server (and without Redis)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
 
 from gateway.cluster.aliases import AliasStore
-from gateway.cluster.bus import InvalidationBus
-from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.redis import RedisLink
 from gateway.observe.counters import Stats
-from gateway.origin.presign import MemoryUrlStore, RedisUrlStore, SignedUrl, UrlStore
+from gateway.origin.presign import MemoryUrlStore, SignedUrl
 from tests.support.fakes import until
 from tests.support.redis_server import RedisServer
 
-from .conftest import CountedRejections, MakeLink
+from .conftest import BOUND, FakeCaches, MakeReplica
 
-BOUND = 5.0
 SIGNED = SignedUrl("https://s3.example/a.png?X-Amz-Signature=x", time.time() + 3600)
 
 
 def accept_any(url: str) -> None:
     return None
-
-
-class FakeCaches:
-    """The LocalCaches an Invalidator drives: versions, and a record of purge_local calls."""
-
-    def __init__(self, **versions: int) -> None:
-        self.versions = {f"{name}.png": v for name, v in versions.items()}
-        self.purged: list[tuple[str, int | None]] = []
-        self.distrusted = 0
-
-    def version_of(self, image_id: str) -> int:
-        return self.versions.get(image_id, 0)
-
-    def distrust(self) -> None:
-        self.distrusted += 1
-
-    async def purge_local(self, image_id: str, version: int | None = None) -> None:
-        self.purged.append((image_id, version))
-        current = self.version_of(image_id)
-        self.versions[image_id] = version if version is not None and version > current \
-            else current + 1
-
-
-class Replica:
-    def __init__(self, link: RedisLink, caches: FakeCaches, urls: UrlStore) -> None:
-        self.link = link
-        self.caches = caches
-        self.urls = urls
-        self.bus = InvalidationBus(link, retry_interval=0.05)
-        self.aliases = AliasStore(link, CountedRejections())
-        self.invalidator = Invalidator(caches, self.bus, urls, self.aliases)
-
-    async def listen(self) -> Replica:
-        await self.bus.start()
-        await asyncio.wait_for(self.bus.subscribed.wait(), BOUND)
-        return self
-
-
-MakeReplica = Callable[..., Replica]
-
-
-@pytest.fixture
-async def make_replica(make_link: MakeLink) -> AsyncIterator[MakeReplica]:
-    made: list[Replica] = []
-
-    def make(caches: FakeCaches | None = None, link: RedisLink | None = None,
-             urls: UrlStore | None = None) -> Replica:
-        link = link or make_link()
-        replica = Replica(link, caches or FakeCaches(),
-                          urls or RedisUrlStore(link, Stats(), CountedRejections()))
-        made.append(replica)
-        return replica
-
-    yield make
-    for replica in made:
-        await replica.bus.close()
 
 
 def now_us() -> int:
