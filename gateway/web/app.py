@@ -73,6 +73,10 @@ if TYPE_CHECKING:  # never at run time: tracing is imported only when it is on
 
 log = logging.getLogger(__name__)
 
+#: Below this length an S3 secret is too weak (or too well known) to derive the
+#: cluster's signing key from without a warning (cluster.secret itself needs 32).
+MIN_DERIVED_SECRET = 32
+
 #: The largest request body read: an upload (PUT /admin/images/{id}, docs/variants.md).
 #: aiohttp takes the limit from the app that made the request, which is always the
 #: root app, never the admin sub-app; no public route reads a body at all.
@@ -251,6 +255,13 @@ def _cluster(config: Config, link: RedisLink, rejected: RedisRejections,
     # No secret means no Redis (the config refuses Redis without one): no result ever
     # leaves this process, so a key of its own will do.
     key = fill_key(secret) if secret else secrets.token_bytes(32)
+    if link.enabled and not c.secret and len(secret) < MIN_DERIVED_SECRET:
+        # A short S3 secret is often a default (MinIO's): whoever knows it and can write
+        # to Redis could hand this replica any picture it would accept as another's.
+        log.warning("cluster.secret is not set: results shared through Redis are signed "
+                    "with a key derived from a %d-character S3 secret; set "
+                    "GATEWAY_CLUSTER_SECRET (openssl rand -hex 32) on every replica",
+                    len(secret))
     codec = FillCodec(key, link.keys.deployment, allowed_types=o.allowed_types,
                       max_bytes=o.max_bytes)
     return ClusterFlight(link, lease_ttl=c.lease_ttl, wait_timeout=c.wait_timeout,

@@ -9,6 +9,7 @@ same S3 must see no GET.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,6 +236,21 @@ async def test_a_forged_result_is_never_served(
                if r.name == "gateway.observe.rejected")
     again = await client.get("/images/f.png")
     assert again.headers["X-Cache"] == "HIT-MEMORY" and sha(await again.read()) == sha(body)
+
+
+@pytest.mark.parametrize(("cluster", "warned"), [
+    ({}, True),  # derived from the S3 secret "testing": a default anybody can know
+    ({"secret": "c" * 32}, False),
+])
+async def test_a_key_derived_from_a_short_s3_secret_is_warned_about(
+        gateway_client: Any, s3_config: Any, redis_url: str,
+        caplog: pytest.LogCaptureFixture, cluster: dict[str, str], warned: bool) -> None:
+    with caplog.at_level(logging.WARNING, "gateway.web.app"):
+        await gateway_client(s3_config(redis={"url": redis_url}, cluster=cluster))
+    lines = [r.getMessage() for r in caplog.records if "GATEWAY_CLUSTER_SECRET" in
+             r.getMessage()]
+    assert len(lines) == (1 if warned else 0)
+    assert all("testing" not in line for line in lines)  # says how long, never what
 
 
 # -- two deployments, one Redis ------------------------------------------------------------
