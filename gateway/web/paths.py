@@ -3,9 +3,12 @@
 Every URL has exactly one meaning (the README's API table). The raw path is
 split on a literal '/' and each segment decoded once (model.decode_segments):
 
-    two segments, the first "user"   -> the user's picture (alias)
     two segments, the second "url"   -> the presigned-URL API for the first
+    two segments, the first "user"   -> the user's picture (alias)
     anything else                    -> the object key (segments joined by '/')
+
+The first two are in the order aiohttp's router tried them before object keys
+existed, so ``/images/user/url`` still means what it meant: the URL of ``user``.
 
 A '/' inside a segment (``%2F``) is data, not a separator, so an object whose key
 would read as one of the first two routes is named with ``%2F``:
@@ -53,10 +56,10 @@ def route_of(raw_tail: str) -> ImagePath:
     """The meaning of ``/images/{raw_tail}`` (percent-encoded, no query); BadRequest
     for a key or user id outside the rules."""
     segments = decode_segments(raw_tail)
-    if len(segments) == 2 and segments[0] == "user":
-        return ImagePath(Route.USER, validate_user_id(segments[1]))
     if len(segments) == 2 and segments[1] == "url":
         return ImagePath(Route.URL, validate_key(segments[0]))
+    if len(segments) == 2 and segments[0] == "user":
+        return ImagePath(Route.USER, validate_user_id(segments[1]))
     return ImagePath(Route.OBJECT, validate_key("/".join(segments)))
 
 

@@ -157,8 +157,8 @@ async def test_route_two_segments_first_user_is_the_alias(routed):
     assert await served(routed, "/images/user/42") == "pic of 42.png"
 
 
-async def test_route_alias_wins_over_the_url_api(routed):
-    assert await served(routed, "/images/user/url") == "pic of url.png"
+async def test_route_url_api_wins_over_the_alias_as_before_object_keys(routed):
+    assert await url_api(routed, "/images/user/url") == "user"
 
 
 async def test_route_two_segments_second_url_is_the_url_api(routed):

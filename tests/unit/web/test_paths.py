@@ -13,12 +13,12 @@ from gateway.web.paths import ImagePath, Route, admin_key, image_path, raw_tail,
 
 # One row per rule of the README's route table, in its order.
 ROUTES = [
-    ("user/42", ImagePath(Route.USER, "42")),  # two segments, first "user": the alias
-    ("user/url", ImagePath(Route.USER, "url")),  # ... before the URL API
-    ("%75ser/42", ImagePath(Route.USER, "42")),  # compared after decoding
     ("a.png/url", ImagePath(Route.URL, "a.png")),  # two segments, second "url"
     ("a%2Fb.png/url", ImagePath(Route.URL, "a/b.png")),  # the URL API for a nested key
     ("user%2F42/url", ImagePath(Route.URL, "user/42")),
+    ("user/url", ImagePath(Route.URL, "user")),  # ... before the alias, as before keys
+    ("user/42", ImagePath(Route.USER, "42")),  # two segments, first "user": the alias
+    ("%75ser/42", ImagePath(Route.USER, "42")),  # compared after decoding
     ("a.png", ImagePath(Route.OBJECT, "a.png")),  # everything else: the object key
     ("a/b/url", ImagePath(Route.OBJECT, "a/b/url")),  # three segments
     ("user/a/b", ImagePath(Route.OBJECT, "user/a/b")),
