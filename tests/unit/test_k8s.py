@@ -158,7 +158,7 @@ def test_autoscaler_scales_the_deployment_on_cpu() -> None:
     assert "cpu" in container["resources"]["requests"]  # utilization is of the request
 
 
-def test_network_policies_let_only_nginx_in_and_only_the_gateway_reach_redis() -> None:
+def test_network_policies_let_only_nginx_in_and_only_the_gateway_and_redis_reach_redis() -> None:
     docs = _manifests()["networkpolicy.yaml"]
     deployment = _one(_manifests()["deployment.yaml"], "Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -173,8 +173,19 @@ def test_network_policies_let_only_nginx_in_and_only_the_gateway_reach_redis() -
     assert [p["port"] for p in rule["ports"]] == ["http"]
 
     redis = _one(docs, "NetworkPolicy", "image-gateway-redis")
-    assert redis["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
-    [rule] = redis["spec"]["ingress"]
-    [peer] = rule["from"]
+    redis_labels = {"app.kubernetes.io/name": "redis"}
+    assert redis["spec"]["podSelector"]["matchLabels"] == redis_labels
+    assert redis["spec"]["policyTypes"] == ["Ingress"]
+    from_gateway, from_peers = redis["spec"]["ingress"]
+    [peer] = from_gateway["from"]
     assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    assert [p["port"] for p in rule["ports"]] == [6379]
+    # Redis itself and Sentinel (README "HA set-ups": GATEWAY_REDIS_SENTINELS).
+    assert [(p["port"], p["protocol"]) for p in from_gateway["ports"]] == [
+        (6379, "TCP"), (26379, "TCP")]
+    # Replication and sentinel <-> sentinel/redis traffic: Redis's pods reach each
+    # other on any port (no `ports` means every port).
+    assert from_peers == {"from": [{"podSelector": {"matchLabels": redis_labels}}]}
+    # Nothing else: no rule admits a peer that is neither the gateway nor Redis.
+    for rule in redis["spec"]["ingress"]:
+        for source in rule["from"]:
+            assert set(source) == {"podSelector"}, source
