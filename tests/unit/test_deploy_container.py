@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.support import REPO_ROOT, compose
+from tests.support.nginx import SHIPPED_CONF, TLS_VARIABLES, envsubst
 from tests.support.podman import DOCKERFILE, project_version
 
 # Instructions of the Dockerfile reference (plain Docker / BuildKit builds it too).
@@ -157,3 +158,31 @@ def test_the_image_installs_the_tracing_extra_and_never_the_test_one() -> None:
     assert not set(lines) & set(project["optional-dependencies"]["test"])
     assert any(line.startswith("opentelemetry-instrumentation-aiohttp-server")
                for line in lines)
+
+
+def test_compose_renders_nginx_conf_once_with_the_images_templates() -> None:
+    """compose's nginx gets deploy/nginx.conf as a template of the official image's
+    entrypoint (20-envsubst-on-templates.sh): rendered into /etc/nginx/nginx.conf at
+    start, only the certificate placeholders substituted."""
+    nginx = compose.load()["services"]["nginx"]
+    env = compose.environment(nginx)
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in nginx["volumes"]}
+    assert mounts["/etc/nginx/templates/nginx.conf.template"] == "./nginx.conf"
+    assert "/etc/nginx/nginx.conf" not in mounts  # the entrypoint writes it
+    assert env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    placeholders = set(re.findall(r"\$\{(\w+)\}", SHIPPED_CONF.read_text()))
+    assert placeholders == set(TLS_VARIABLES)
+    # The entrypoint substitutes the variables of its environment whose names match
+    # the filter: exactly the placeholders, never the image's own (NGINX_VERSION...).
+    matches = re.compile(env["NGINX_ENVSUBST_FILTER"]).search
+    assert {name for name in env if matches(name)} == placeholders
+    for name in ("NGINX_VERSION", "NJS_VERSION", "PKG_RELEASE", "PATH", "HOME", "HOSTNAME"):
+        assert not matches(name), name
+    # The paths are in the volume tls-init fills.
+    assert mounts["/etc/nginx/tls"] == "tls"
+    assert {env[name] for name in placeholders} == {"/etc/nginx/tls/tls.crt",
+                                                     "/etc/nginx/tls/tls.key"}
+    rendered = envsubst(SHIPPED_CONF.read_text(), {n: env[n] for n in placeholders})
+    assert "${" not in rendered
+    assert "ssl_certificate     /etc/nginx/tls/tls.crt;" in rendered
+    assert "ssl_certificate_key /etc/nginx/tls/tls.key;" in rendered
