@@ -145,6 +145,48 @@ def test_memory_request_is_the_lru_plus_what_bench_measured_for_one_worker() -> 
     assert _quantity_mib(container["resources"]["requests"]["ephemeral-storage"]) > disk_mib
 
 
+def _bench_row_req_s(scenario: str) -> float:
+    row = next(line for line in BENCH_RESULTS.read_text().splitlines()
+               if line.startswith(f"| {scenario} |"))
+    match = re.fullmatch(r"\s*([\d,]+) req/s\s*", row.split("|")[2])
+    assert match, row
+    return float(match.group(1).replace(",", ""))
+
+
+def _cores(quantity: str) -> float:
+    match = re.fullmatch(r"(\d+)(m?)", quantity)
+    assert match, quantity
+    return int(match.group(1)) / (1000 if match.group(2) else 1)
+
+
+def test_cpu_is_the_one_core_a_worker_uses_as_bench_measured() -> None:
+    deployment = _one(_manifests()["deployment.yaml"], "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    configmap = _one(_manifests()["configmap.yaml"], "ConfigMap")["data"]
+    config = from_mapping({}, {k: str(v) for k, v in configmap.items()})
+    # One process, one event loop thread: one core, requested and the limit.
+    assert config.server.workers == 1
+    assert _cores(str(container["resources"]["requests"]["cpu"])) == 1.0
+    assert _cores(str(container["resources"]["limits"]["cpu"])) == 1.0
+    # The figures the manifest's comment gives, as bench/RESULTS.md has them: runs
+    # where one worker had one core to itself.
+    results = BENCH_RESULTS.read_text()
+    assert "wrk and the one server process get a core each" in results
+    memory_hits = _bench_row_req_s("gateway, 1 worker, memory hits")
+    variants = _bench_row_req_s("gateway, 1 worker, cached 64x64 variant")
+    text = (K8S / "deployment.yaml").read_text()
+    comment = " ".join(line.strip().lstrip("#").strip() for line in text.splitlines()
+                       if line.strip().startswith("#"))
+    assert f"{memory_hits:,.0f} req/s of memory hits" in comment
+    assert f"{variants:,.0f} req/s of cached 64x64 variants" in comment
+    hpa = _one(_manifests()["hpa.yaml"], "HorizontalPodAutoscaler")
+    [metric] = hpa["spec"]["metrics"]
+    utilization = metric["resource"]["target"]["averageUtilization"]
+    assert f"adds pods at {utilization} % of the" in comment
+    per_pod = round(memory_hits * utilization / 100, -2)
+    assert f"at about {per_pod:,.0f} memory hits/s per pod" in comment
+
+
 def test_autoscaler_scales_the_deployment_on_cpu() -> None:
     hpa = _one(_manifests()["hpa.yaml"], "HorizontalPodAutoscaler")
     deployment = _one(_manifests()["deployment.yaml"], "Deployment")
