@@ -185,6 +185,10 @@ def test_cpu_is_the_one_core_a_worker_uses_as_bench_measured() -> None:
     assert f"adds pods at {utilization} % of the" in comment
     per_pod = round(memory_hits * utilization / 100, -2)
     assert f"at about {per_pod:,.0f} memory hits/s per pod" in comment
+    readme = " ".join((REPO / "deploy" / "README.md").read_text().split())
+    for figure in (f"{memory_hits:,.0f} memory hits/s", f"{variants:,.0f} cached variants/s",
+                   f"about {per_pod:,.0f} memory hits/s per pod"):
+        assert figure in readme, figure
 
 
 def test_autoscaler_scales_the_deployment_on_cpu() -> None:
