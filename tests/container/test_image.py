@@ -11,7 +11,7 @@ import pytest
 
 from tests.container.stack import REPORT, Stack
 from tests.support import REPO_ROOT, compose
-from tests.support.podman import BuiltImage, project_version
+from tests.support.podman import BuiltImage, project_version, revision
 
 # The first test builds the image (and, on a new machine, its base: debootstrap).
 pytestmark = pytest.mark.timeout(900)
@@ -30,7 +30,8 @@ def test_oci_labels_name_this_source(image: BuiltImage) -> None:
     assert labels[OCI + "licenses"] == "MIT"
     assert labels[OCI + "description"]
     assert labels[OCI + "version"] == project_version()
-    assert labels[OCI + "revision"] == _git("rev-parse", "HEAD")
+    assert labels[OCI + "revision"] == revision()
+    assert labels[OCI + "revision"].removesuffix("-dirty") == _git("rev-parse", "HEAD")
     assert labels[OCI + "created"] == _git("log", "-1", "--format=%cI")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([+-]\d\d:\d\d|Z)",
                         labels[OCI + "created"])

@@ -11,7 +11,8 @@
 Every podman call runs with runc and explicit rlimits: on these machines (hybrid
 cgroups) crun and podman's default limits fail. The build context is what git
 tracks (``git ls-files``, the files as they are in the work tree), copied to a
-temp dir: a clean clone's context, so nothing untracked leaks into the image.
+temp dir: a clean clone's context, so nothing untracked leaks into the image; with
+edits not yet committed, the revision label says ``<sha>-dirty``.
 Image and containers live in podman's own storage, never in the repository.
 """
 
@@ -93,9 +94,19 @@ def ensure_base_image() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+def _git(*args: str, repo: Path = REPO_ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
                           check=True, timeout=30).stdout.strip()
+
+
+def revision(repo: Path = REPO_ROOT) -> str:
+    """HEAD's commit, with ``-dirty`` when a tracked file differs from it: the context
+    is the work tree (developers test their edits), so a label naming HEAD alone
+    would claim an image that HEAD never produced. Untracked files never enter the
+    context (``clean_context``), so they do not count."""
+    sha = _git("rev-parse", "HEAD", repo=repo)
+    changed = _git("status", "--porcelain", "--untracked-files=no", repo=repo)
+    return f"{sha}-dirty" if changed else sha
 
 
 def clean_context(dest: Path) -> Path:
@@ -121,7 +132,7 @@ def build_args() -> dict[str, str]:
     """The OCI annotation values, from git and pyproject.toml."""
     return {
         "VERSION": project_version(),
-        "REVISION": _git("rev-parse", "HEAD"),
+        "REVISION": revision(),
         "CREATED": _git("log", "-1", "--format=%cI"),
     }
 

@@ -7,14 +7,16 @@ import io
 import json
 import re
 import shlex
+import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.support import REPO_ROOT, compose
 from tests.support.nginx import SHIPPED_CONF, TLS_VARIABLES, envsubst
-from tests.support.podman import DOCKERFILE, project_version
+from tests.support.podman import DOCKERFILE, project_version, revision
 
 # Instructions of the Dockerfile reference (plain Docker / BuildKit builds it too).
 DOCKER_INSTRUCTIONS = {"FROM", "ARG", "ENV", "RUN", "COPY", "ADD", "WORKDIR", "LABEL", "USER",
@@ -186,3 +188,29 @@ def test_compose_renders_nginx_conf_once_with_the_images_templates() -> None:
     assert "${" not in rendered
     assert "ssl_certificate     /etc/nginx/tls/tls.crt;" in rendered
     assert "ssl_certificate_key /etc/nginx/tls/tls.key;" in rendered
+
+
+def test_revision_label_says_dirty_when_a_tracked_file_changed(tmp_path: Path) -> None:
+    """The image is built from the work tree: its revision label must not name HEAD
+    alone when tracked files differ from HEAD."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "tracked.txt").write_text("one\n")
+    git("add", "tracked.txt")
+    git("commit", "-q", "-m", "one")
+    sha = git("rev-parse", "HEAD")
+    assert revision(tmp_path) == sha
+    (tmp_path / "untracked.txt").write_text("never in the context\n")
+    assert revision(tmp_path) == sha
+    (tmp_path / "tracked.txt").write_text("two\n")
+    assert revision(tmp_path) == f"{sha}-dirty"
+    git("add", "tracked.txt")  # staged counts as well: it is in the work tree
+    assert revision(tmp_path) == f"{sha}-dirty"
+    git("commit", "-q", "-m", "two")
+    assert revision(tmp_path) == git("rev-parse", "HEAD")
+    (tmp_path / "tracked.txt").unlink()  # deleted from the work tree: not HEAD's tree
+    assert revision(tmp_path).endswith("-dirty")
