@@ -11,7 +11,13 @@ import pytest
 
 from tests.container.stack import REPORT, Stack
 from tests.support import REPO_ROOT, compose
-from tests.support.podman import BuiltImage, project_version, revision
+from tests.support.podman import (
+    LABEL_OF_ARG,
+    BuiltImage,
+    project_urls,
+    project_version,
+    revision,
+)
 
 # The first test builds the image (and, on a new machine, its base: debootstrap).
 pytestmark = pytest.mark.timeout(900)
@@ -35,8 +41,13 @@ def test_oci_labels_name_this_source(image: BuiltImage) -> None:
     assert labels[OCI + "created"] == _git("log", "-1", "--format=%cI")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([+-]\d\d:\d\d|Z)",
                         labels[OCI + "created"])
-    for key in ("source", "documentation"):
-        assert labels[OCI + key].startswith("https://"), key
+    # From pyproject.toml's [project.urls], the one place they are written.
+    urls = project_urls()
+    assert labels[OCI + "source"] == urls["Source"]
+    assert labels[OCI + "documentation"] == urls["Documentation"]
+    # Every build argument that names a label is what the image carries.
+    for arg, label in LABEL_OF_ARG.items():
+        assert labels[OCI + label] == image.args[arg], arg
 
 
 def test_size_is_reported(image: BuiltImage) -> None:

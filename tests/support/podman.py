@@ -123,17 +123,36 @@ def clean_context(dest: Path) -> Path:
     return dest
 
 
-def project_version() -> str:
+def _project() -> dict[str, Any]:
     with open(REPO_ROOT / "pyproject.toml", "rb") as f:
-        return str(tomllib.load(f)["project"]["version"])
+        project: dict[str, Any] = tomllib.load(f)["project"]
+    return project
+
+
+def project_version() -> str:
+    return str(_project()["version"])
+
+
+def project_urls() -> dict[str, str]:
+    """pyproject.toml's [project.urls]: the one place the OCI source and
+    documentation labels come from."""
+    return {name: str(url) for name, url in _project()["urls"].items()}
+
+
+# Build argument of deploy/Dockerfile -> the org.opencontainers.image.* label it sets.
+LABEL_OF_ARG = {"VERSION": "version", "REVISION": "revision", "CREATED": "created",
+                "SOURCE_URL": "source", "DOCUMENTATION_URL": "documentation"}
 
 
 def build_args() -> dict[str, str]:
     """The OCI annotation values, from git and pyproject.toml."""
+    urls = project_urls()
     return {
         "VERSION": project_version(),
         "REVISION": revision(),
         "CREATED": _git("log", "-1", "--format=%cI"),
+        "SOURCE_URL": urls["Source"],
+        "DOCUMENTATION_URL": urls["Documentation"],
     }
 
 
@@ -192,8 +211,8 @@ def _inspect(tag: str, base: str, args: dict[str, str]) -> BuiltImage:
 
 
 def _labels_carry(image: BuiltImage, args: dict[str, str]) -> bool:
-    return all(image.labels.get(f"org.opencontainers.image.{key.lower()}") == args[key]
-               for key in ("VERSION", "REVISION", "CREATED"))
+    return all(image.labels.get(f"org.opencontainers.image.{label}") == args[key]
+               for key, label in LABEL_OF_ARG.items())
 
 
 class Container:

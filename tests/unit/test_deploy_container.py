@@ -16,7 +16,14 @@ import yaml
 
 from tests.support import REPO_ROOT, compose
 from tests.support.nginx import SHIPPED_CONF, TLS_VARIABLES, envsubst
-from tests.support.podman import DOCKERFILE, project_version, revision
+from tests.support.podman import (
+    DOCKERFILE,
+    LABEL_OF_ARG,
+    build_args,
+    project_urls,
+    project_version,
+    revision,
+)
 
 # Instructions of the Dockerfile reference (plain Docker / BuildKit builds it too).
 DOCKER_INSTRUCTIONS = {"FROM", "ARG", "ENV", "RUN", "COPY", "ADD", "WORKDIR", "LABEL", "USER",
@@ -55,6 +62,10 @@ def test_dockerfile_uses_only_docker_instructions() -> None:
 def test_dockerfile_version_default_is_the_projects() -> None:
     args = dict(a.split("=", 1) for i, a in _instructions() if i == "ARG" and "=" in a)
     assert args["VERSION"] == project_version()
+    # A plain `docker build` labels the image with pyproject.toml's URLs too.
+    urls = project_urls()
+    assert args["SOURCE_URL"] == urls["Source"]
+    assert args["DOCUMENTATION_URL"] == urls["Documentation"]
     for label in ("version", "revision", "created", "source", "documentation"):
         assert any(i == "LABEL" and f"org.opencontainers.image.{label}=" in a
                    for i, a in _instructions()), label
@@ -214,3 +225,15 @@ def test_revision_label_says_dirty_when_a_tracked_file_changed(tmp_path: Path) -
     assert revision(tmp_path) == git("rev-parse", "HEAD")
     (tmp_path / "tracked.txt").unlink()  # deleted from the work tree: not HEAD's tree
     assert revision(tmp_path).endswith("-dirty")
+
+
+def test_build_args_set_every_oci_label_of_the_dockerfile() -> None:
+    """Each label built from an argument gets it from build_args (pyproject.toml, git)."""
+    [labels] = [a for i, a in _instructions() if i == "LABEL"]
+    from_args = dict(re.findall(r'org\.opencontainers\.image\.(\w+)="\$\{(\w+)\}"', labels))
+    assert from_args == {label: arg for arg, label in LABEL_OF_ARG.items()}
+    args = build_args()
+    assert set(args) == set(LABEL_OF_ARG)
+    urls = project_urls()
+    assert (args["SOURCE_URL"], args["DOCUMENTATION_URL"]) == (
+        urls["Source"], urls["Documentation"])
