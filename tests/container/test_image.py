@@ -13,7 +13,9 @@ from tests.container.stack import REPORT, Stack
 from tests.support import REPO_ROOT, compose
 from tests.support.podman import (
     LABEL_OF_ARG,
+    PROJECT_LABEL,
     BuiltImage,
+    dangling_images,
     project_urls,
     project_version,
     revision,
@@ -118,3 +120,9 @@ def test_container_runs_compose_definition(stack: Stack) -> None:
             assert env[name] == value, name
     assert inspect["HostConfig"]["Init"] is bool(service.get("init"))
     assert int(inspect["Config"]["StopTimeout"]) == box.run.stop_timeout
+
+
+def test_a_build_leaves_no_untagged_image_of_the_project(image: BuiltImage) -> None:
+    """Every build moves the tag; the image it moved from would stay (~250 MB each)."""
+    assert image.labels[PROJECT_LABEL.split("=")[0]] == PROJECT_LABEL.split("=")[1]
+    assert dangling_images() == []
