@@ -11,6 +11,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -246,3 +247,21 @@ def test_build_args_set_every_oci_label_of_the_dockerfile() -> None:
     urls = project_urls()
     assert (args["SOURCE_URL"], args["DOCUMENTATION_URL"]) == (
         urls["Source"], urls["Documentation"])
+
+
+COMPOSE_SCHEMA = REPO_ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
+
+
+def _compose_schema_errors(document: object) -> list[str]:
+    validator = jsonschema.Draft7Validator(json.loads(COMPOSE_SCHEMA.read_text()))
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_file_is_valid_for_the_compose_specification() -> None:
+    """deploy/compose.yaml against the Compose Specification's own JSON schema
+    (vendored: tests/data/compose-spec/README.md), so `docker compose` would take it."""
+    assert _compose_schema_errors(compose.load()) == []
+    # The schema catches a misspelt key (services are additionalProperties: false).
+    broken = compose.load()
+    broken["services"]["nginx"]["volumez"] = broken["services"]["nginx"].pop("volumes")
+    assert any("volumez" in error for error in _compose_schema_errors(broken))
