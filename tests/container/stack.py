@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.support import REPO_ROOT, compose, free_port, wait_for
 from tests.support.nginx import NginxServer, TlsFiles
@@ -41,10 +43,13 @@ class Stack:
 
 
 def start_gateway(image: BuiltImage, name: str, *, bucket: S3Bucket, proxy: FaultProxy,
-                  redis: RedisServer, cache_volume: str) -> Gateway:
-    """One container of compose's gateway service, on its own port of the host network."""
+                  redis: RedisServer, cache_volume: str,
+                  service: Mapping[str, Any] | None = None) -> Gateway:
+    """One container of compose's gateway service (or ``service``, a variant of it), on
+    its own port of the host network."""
     port = free_port()
-    run = compose.podman_run(compose.gateway_service(), cache_volume=cache_volume, overrides={
+    service = compose.gateway_service() if service is None else service
+    run = compose.podman_run(service, cache_volume=cache_volume, overrides={
         "GATEWAY_SERVER_HOST": "127.0.0.1",
         "GATEWAY_SERVER_PORT": str(port),
         "GATEWAY_S3_ENDPOINT": proxy.url,

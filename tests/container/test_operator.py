@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.container.stack import TOKEN, Stack, start_gateway
-from tests.support import wait_for
+from tests.support import compose, wait_for
 from tests.support.curl import curl
 from tests.support.images import noise_png, sha
 from tests.support.podman import volume
@@ -113,23 +113,39 @@ def test_purge_through_one_container_reaches_the_other(stack: Stack) -> None:
              what="nginx serving the new bytes")
 
 
-async def test_sigterm_drains_an_in_flight_request_and_exits_0(stack: Stack) -> None:
+# The gateway's log line when SIGTERM reaches it (gateway/server.py).
+DRAIN_LINE = "draining in-flight requests"
+
+
+@pytest.mark.parametrize("init", [True, False], ids=["init", "gateway-as-pid-1"])
+async def test_sigterm_drains_an_in_flight_request_and_exits_0(stack: Stack, init: bool) -> None:
     """A third container of the same definition: `podman stop` (SIGTERM, compose's
-    grace period) while a request waits on a slow origin; the request completes and
-    the container exits 0, so before the grace period ran out (else SIGKILL, 137)."""
+    grace period) while a request waits on a slow origin. The gateway logs that it
+    drains while that request is still unanswered (so the signal came in flight),
+    the request then completes, and the container exits 0, so before the grace
+    period ran out (else SIGKILL, 137). With compose's `init: true` (catatonit passes
+    the signal on) and without (the gateway is PID 1, as in Kubernetes or a plain
+    `docker run`: the kernel delivers PID 1 only the signals it handles)."""
     name = _name("drain")
     body = noise_png(401, size=(40, 40))
     stack.bucket.put(name, body)
     box_name = f"igw-test-drain-{uuid.uuid4().hex[:8]}"
+    service = {**compose.gateway_service(), "init": init}
     with volume(f"{box_name}-cache") as cache:
         gateway = start_gateway(stack.image, box_name, bucket=stack.bucket, proxy=stack.proxy,
-                                redis=stack.redis, cache_volume=cache)
+                                redis=stack.redis, cache_volume=cache, service=service)
+        box = gateway.container
         try:
-            stack.proxy.delay_first_byte(2.0, match=name)
+            assert bool(box.inspect()["HostConfig"].get("Init")) is init
+            pid1 = box.exec("cat", "/proc/1/comm").stdout.strip()
+            assert (pid1 == "image-gateway") is not init, pid1
+            # Slow enough that the answer cannot come before the drain is logged, and
+            # below the gateway's origin read timeout (5 s: a 504 after that).
+            stack.proxy.delay_first_byte(3.5, match=name)
             stopped: dict[str, Any] = {}
 
             def stop() -> None:
-                stopped["code"] = gateway.container.stop(timeout=gateway.run.stop_timeout)
+                stopped["code"] = box.stop(timeout=gateway.run.stop_timeout)
 
             async with aiohttp.ClientSession() as session:
                 async def get() -> tuple[int, bytes]:
@@ -140,14 +156,22 @@ async def test_sigterm_drains_an_in_flight_request_and_exits_0(stack: Stack) -> 
                 await asyncio.to_thread(
                     wait_for, lambda: stack.proxy.gets(name) == 1, 10, 0.02,
                     "the request to reach the slow origin")
+                assert DRAIN_LINE not in box.logs()
                 stopper = threading.Thread(target=stop)
                 stopper.start()
+                await asyncio.to_thread(
+                    wait_for, lambda: DRAIN_LINE in box.logs(), 10, 0.05,
+                    "the gateway to log the SIGTERM")
+                # The signal arrived while the request was in flight.
+                answered_before_the_signal = in_flight.done()
                 status, got = await in_flight
                 await asyncio.to_thread(stopper.join, 60)
         finally:
             stack.proxy.heal()
-            logs = gateway.container.logs()
-            gateway.container.remove()
+            logs = box.logs()
+            box.remove()
+    assert not answered_before_the_signal, logs[-3000:]
     assert status == 200
     assert sha(got) == sha(body)
+    assert stack.proxy.gets(name) == 1
     assert stopped.get("code") == 0, logs[-3000:]

@@ -13,8 +13,10 @@ from tests.support.curl import curl
 from tests.support.images import noise_png, sha
 from tests.support.nginx import (
     SHIPPED_CONF,
+    TLS_VARIABLES,
     NginxServer,
     check_nginx_conf,
+    envsubst,
     make_self_signed,
     render_nginx_conf,
 )
@@ -43,11 +45,39 @@ def test_rendered_with_tls_keeps_both_servers_and_passes_nginx_t(tmp_path):
                              tls_port=18443, upstreams=["127.0.0.1:18081"], tmp_dir=tmp_path)
     assert re.search(r"^\s*listen 127\.0\.0\.1:18080 default_server;", conf, re.M)
     assert re.search(r"^\s*listen 127\.0\.0\.1:18443 ssl http2 default_server;", conf, re.M)
-    assert re.search(rf'ssl_certificate\s+"{re.escape(str(pair.cert))}";', conf)
-    assert re.search(rf'ssl_certificate_key\s+"{re.escape(str(pair.key))}";', conf)
-    assert "/etc/nginx/tls" not in conf
+    assert re.search(rf"(?m)^\s*ssl_certificate\s+{re.escape(str(pair.cert))};$", conf)
+    assert re.search(rf"(?m)^\s*ssl_certificate_key\s+{re.escape(str(pair.key))};$", conf)
+    # Every placeholder filled in; nginx's own variables left for nginx.
+    assert "${" not in conf
+    for variable in ("$uri", "$request_uri", "$host", "$remote_addr",
+                     "$proxy_add_x_forwarded_for", "$upstream_cache_status"):
+        assert conf.count(variable) == SHIPPED_CONF.read_text().count(variable), variable
     result = check_nginx_conf(conf, tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_envsubst_fills_only_the_named_variables():
+    """The rule of the nginx image's entrypoint (envsubst with a list of names)."""
+    values = {"NGINX_TLS_CERTIFICATE": "/c.crt", "NGINX_TLS_CERTIFICATE_KEY": "/k.key"}
+    text = ("a ${NGINX_TLS_CERTIFICATE}; b $NGINX_TLS_CERTIFICATE_KEY; c $uri ${HOME} "
+            "$NGINX_TLS_CERTIFICATEX $NGINX_TLS_CERTIFICATE.")
+    assert envsubst(text, values) == (
+        "a /c.crt; b /k.key; c $uri ${HOME} $NGINX_TLS_CERTIFICATEX /c.crt.")
+    with pytest.raises(ValueError, match="one nginx argument"):
+        envsubst("x", {"NGINX_TLS_CERTIFICATE": "/a b; include /etc/passwd"})
+
+
+def test_rendering_refuses_a_placeholder_left_over(tmp_path):
+    pair = make_self_signed(tmp_path / "tls")
+    shipped = SHIPPED_CONF.read_text()
+    extra = shipped.replace("server_tokens off;", "server_tokens ${NGINX_SERVER_TOKENS};")
+    with pytest.raises(ValueError, match="placeholder is left"):
+        render_nginx_conf(extra, listen_port=18080, tls=pair, tls_port=18443,
+                          upstreams=["127.0.0.1:18081"], tmp_dir=tmp_path)
+    renamed = shipped.replace("${NGINX_TLS_CERTIFICATE}", "${TLS_CERT}")
+    with pytest.raises(ValueError, match="NGINX_TLS_CERTIFICATE"):
+        render_nginx_conf(renamed, listen_port=18080, tls=pair, tls_port=18443,
+                          upstreams=["127.0.0.1:18081"], tmp_dir=tmp_path)
 
 
 def test_plain_rendering_drops_only_tls(tmp_path):
@@ -68,8 +98,11 @@ def test_shipped_tls_rules():
     conf = SHIPPED_CONF.read_text()
     assert re.search(r"(?m)^\s*listen 443 ssl http2 default_server;\s+# DEPLOY", conf)
     assert re.search(r"(?m)^\s*listen 80 default_server;\s+# DEPLOY", conf)
-    assert re.search(r"(?m)^\s*ssl_certificate\s+/etc/nginx/tls/tls\.crt;\s+# DEPLOY", conf)
-    assert re.search(r"(?m)^\s*ssl_certificate_key\s+/etc/nginx/tls/tls\.key;\s+# DEPLOY", conf)
+    # Placeholders, filled in once before nginx starts (never nginx $variables:
+    # nginx would load the certificate again on every handshake).
+    assert re.search(r"(?m)^\s*ssl_certificate\s+\$\{NGINX_TLS_CERTIFICATE\};$", conf)
+    assert re.search(r"(?m)^\s*ssl_certificate_key\s+\$\{NGINX_TLS_CERTIFICATE_KEY\};$", conf)
+    assert set(re.findall(r"\$\{(\w+)\}", conf)) == set(TLS_VARIABLES)
     assert re.search(r"(?m)^\s*ssl_protocols TLSv1\.2 TLSv1\.3;", conf)
 
 

@@ -1,11 +1,16 @@
 """Real nginx for tests: render deploy/nginx.conf for a temp dir, check it, run it.
 
 ``render_nginx_conf`` rewrites only what a deployment substitutes (the ``# DEPLOY``
-lines of deploy/nginx.conf): listen ports, certificate paths, upstream servers,
-pid, logs, the micro-cache directory, plus nginx's temp directories and the worker
-user. Every rewrite must find its line: if deploy/nginx.conf changes shape,
-rendering fails with a message naming the line instead of silently testing
-something else.
+lines of deploy/nginx.conf): listen ports, upstream servers, pid, logs, the
+micro-cache directory, plus nginx's temp directories and the worker user. Every
+rewrite must find its line: if deploy/nginx.conf changes shape, rendering fails
+with a message naming the line instead of silently testing something else.
+
+The certificate paths are placeholders (``${NGINX_TLS_CERTIFICATE}``,
+``${NGINX_TLS_CERTIFICATE_KEY}``) that the nginx image's entrypoint fills in at
+container start with envsubst, limited to those names; ``envsubst`` here applies the
+same rule (only the named variables, ``$NAME`` and ``${NAME}``), and a rendering
+that leaves any ``${`` behind is refused.
 
 The shipped file has two servers: plain HTTP (a redirect, and /healthz) and
 HTTPS + HTTP/2, where every rule lives. With ``tls=TlsFiles(cert, key)`` both
@@ -116,6 +121,28 @@ def make_self_signed(dir_: str | os.PathLike[str], name: str = "localhost") -> T
     return pair
 
 
+# The placeholders of deploy/nginx.conf, and the filter compose.yaml gives the nginx
+# image's entrypoint (NGINX_ENVSUBST_FILTER): a regular expression on variable names.
+TLS_VARIABLES = ("NGINX_TLS_CERTIFICATE", "NGINX_TLS_CERTIFICATE_KEY")
+_UNSAFE_VALUE = re.compile(r"[\s;{}$\"'\\]")
+
+
+def envsubst(text: str, values: dict[str, str]) -> str:
+    """``envsubst '$A $B'``: ``$NAME`` and ``${NAME}`` replaced for the named variables
+    only, everything else (nginx's ``$uri``, an unnamed ``${X}``) left as it is."""
+    for name, value in values.items():
+        if not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise ValueError(f"envsubst: not a variable name: {name!r}")
+        if _UNSAFE_VALUE.search(value):
+            raise ValueError(f"envsubst: {name}={value!r} would not stay one nginx argument")
+    if not values:
+        return text
+    names = "|".join(re.escape(name) for name in values)
+    # envsubst takes the longest name: $AB is not $A followed by B.
+    pattern = re.compile(rf"\$(?:\{{({names})\}}|({names})(?!\w))")
+    return pattern.sub(lambda m: values[m.group(1) or m.group(2)], text)
+
+
 def _drop_server(text: str, listen: str) -> str:
     """``text`` without the top-level ``server { ... }`` block that listens on ``listen``."""
     line = re.search(rf"^\s*listen\s+{re.escape(listen)}[\s;]", text, flags=re.MULTILINE)
@@ -190,10 +217,11 @@ def render_nginx_conf(
             raise ValueError("render_nginx_conf: tls needs a tls_port")
         text = _sub(r"^(\s*listen\s+)443(\s)", _address(f"{host}:{int(tls_port)}"), text,
                     what="`listen 443` line")
-        text = _sub(r"^(\s*ssl_certificate\s+)[^\s;]+", _keep(1, _q(tls.cert)), text,
-                    what="`ssl_certificate` line")
-        text = _sub(r"^(\s*ssl_certificate_key\s+)[^\s;]+", _keep(1, _q(tls.key)), text,
-                    what="`ssl_certificate_key` line")
+        for name in TLS_VARIABLES:
+            if "${" + name + "}" not in text:
+                raise ValueError(f"nginx.conf: expected the placeholder ${{{name}}}")
+        text = envsubst(text, dict(zip(TLS_VARIABLES, (str(tls.cert), str(tls.key)),
+                                       strict=True)))
     if not micro_cache:
         text = _sub(r"^(\s*)proxy_cache\s+img_micro\s*;", _keep(1, "proxy_cache off;"), text,
                     what="`proxy_cache img_micro;` line", count=None)
@@ -206,6 +234,9 @@ def render_nginx_conf(
     )
     text = _sub(r"^http\s*\{[^\n]*\n", _keep(0, temp_lines), text,
                 what="top-level `http {` line")
+    if "${" in text:
+        line = next(line for line in text.splitlines() if "${" in line)
+        raise ValueError(f"nginx.conf: a placeholder is left after rendering: {line.strip()}")
 
     return _replace_upstream_servers(text, upstreams)
 
