@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.web.app import MAX_BODY
 from tests.support import free_port
 from tests.support.nginx import (
     SHIPPED_CONF,
@@ -268,11 +269,25 @@ def test_same_path_always_reaches_the_same_replica(edge: NginxServer) -> None:
         for suffix in ("", "", "?v=2"):
             status, headers, body = _request(edge, path + suffix)
             assert status == 200, edge.logs()
-            assert "X-Micro-Cache" not in headers
+            assert headers["X-Micro-Cache"] == "BYPASS"  # never kept at the edge
             answers.add(json.loads(body)["upstream"])
         assert len(answers) == 1, f"{path} reached {answers}"
         chosen[path] = answers.pop()
     assert set(chosen.values()) == {"a", "b"}
+
+
+def test_the_url_api_of_a_nested_key_is_not_kept_at_the_edge(
+        edge: NginxServer, upstreams: list[_Upstream]) -> None:
+    """nginx's $uri is decoded: /images/a%2Fb.png/url would read as the object
+    a/b.png/url. The map looks at the URL as sent, as the gateway does."""
+    before = sum(len(u.seen) for u in upstreams)
+    for _ in range(3):
+        status, headers, _ = _request(edge, "/images/nested%2Fkey.png/url")
+        assert status == 200 and headers["X-Micro-Cache"] == "BYPASS", edge.logs()
+    assert sum(len(u.seen) for u in upstreams) - before == 3
+    # Three segments: the object nested/key.png/url, which the edge may keep.
+    status, headers, _ = _request(edge, "/images/nested/key.png/url")
+    assert status == 200 and headers["X-Micro-Cache"] == "MISS"
 
 
 def test_admin_keeps_authorization_and_takes_uploads(edge: NginxServer) -> None:
@@ -281,6 +296,11 @@ def test_admin_keeps_authorization_and_takes_uploads(edge: NginxServer) -> None:
     assert json.loads(body)["headers"]["authorization"] == "Bearer token"
     status, _, _ = _request(edge, "/admin/upload", method="POST", body=b"x" * 100_000)
     assert status == 200
+    # Up to the gateway's own limit: nginx must not refuse what the gateway takes.
+    status, _, _ = _request(edge, "/admin/upload", method="POST", body=b"x" * MAX_BODY)
+    assert status == 200
+    status, _, _ = _request(edge, "/admin/upload", method="POST", body=b"x" * (MAX_BODY + 1))
+    assert status == 413
     status, _, _ = _request(edge, "/images/too-big.png", method="POST", body=b"x" * 4096)
     assert status == 413
 
