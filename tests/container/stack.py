@@ -15,6 +15,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Bucket
 
 TOKEN = "container-test-admin-token-0123"
+CLUSTER_SECRET = "container-test-cluster-secret-0123456789"
 # What the image build reports (size, base, build times), for people and CI logs.
 REPORT = REPO_ROOT / "var" / "test-container" / "image.json"
 
@@ -59,6 +60,7 @@ def start_gateway(image: BuiltImage, name: str, *, bucket: S3Bucket, proxy: Faul
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         "GATEWAY_REDIS_URL": redis.url,
         "GATEWAY_ADMIN_TOKEN": TOKEN,
+        "GATEWAY_CLUSTER_SECRET": CLUSTER_SECRET,
     })
     box = Container(image.tag, name, ["--network", "host", *run.args]).start()
     gateway = Gateway(container=box, port=port, run=run)
