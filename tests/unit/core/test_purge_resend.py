@@ -42,7 +42,10 @@ async def cut_off(make_replica: MakeReplica, partition: TcpProxy) -> AsyncIterat
     replica.invalidator.resend_interval = RESEND
     replica.invalidator.stats = Stats()
     yield await replica.listen()
+    # The bus before the client: a listener cancelled while it reconnects through a
+    # closed client can leave a socket behind.
     await replica.invalidator.close()
+    await replica.bus.close()
     await client.aclose()
 
 
@@ -73,10 +76,14 @@ async def test_a_purge_that_reached_redis_replaces_the_kept_one(
         cut_off: Replica, partition: TcpProxy) -> None:
     partition.cut()
     assert (await cut_off.invalidator.purge("a.png")).propagated is False
-    partition.heal()
     cut_off.invalidator.resend_interval = 3600.0  # only the next purge can send it now
-    await until(lambda: cut_off.link.health.usable(), timeout=BOUND)
-    assert (await cut_off.invalidator.purge("a.png")).propagated is True
+    partition.heal()
+
+    async def purged_everywhere() -> bool:
+        # The first call after the heal may meet a pooled connection the cut broke.
+        return (await cut_off.invalidator.purge("a.png")).propagated
+
+    await until(purged_everywhere, timeout=BOUND, interval=0.05)
     assert cut_off.invalidator.unsent == 0
 
 
