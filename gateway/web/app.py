@@ -56,7 +56,7 @@ from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
 from gateway.web import client, dashboard, handlers, openapi, stats_view
-from gateway.web.admin import admin_guard
+from gateway.web.admin import admin_check, admin_guard
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.cors import ImageHeaders
 from gateway.web.edge import Edge, Gate, Routes, signature_check
@@ -225,8 +225,10 @@ def _routes(app: web.Application, config: Config, observer: Observer, parts: Par
     openapi.add_route(routes, admin=bool(config.admin.token))
     if config.admin.token:  # no token, no admin surface at all (404, not 401)
         admin = web.Application()
+        # No "100 Continue" before the token is checked: no body from strangers.
         guarded = Routes(admin, edge, public, label_prefix="/admin",
-                         guard=admin_guard(config.admin.token))
+                         guard=admin_guard(config.admin.token),
+                         before_body=[admin_check(config.admin.token)])
         admin_routes.add_routes(guarded)
         stats_view.add_routes(guarded)
         dashboard.add_routes(guarded)
