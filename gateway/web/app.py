@@ -33,7 +33,7 @@ from gateway.cluster.connect import open_redis
 from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
-from gateway.cluster.redis import RedisHealth, RedisLink, keys_for
+from gateway.cluster.redis import RedisHealth, RedisLink, deployment_of, keys_for
 from gateway.config import Config, ConfigError, fill_secret, resolve_fallback
 from gateway.errors import BadRequest
 from gateway.model import Blob
@@ -290,9 +290,11 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
     # The workers share one folder and each bounds the files it knows of (its own
     # writes and reads, the start-up scan). Every file is known to at least one
     # worker, so N shares of max_bytes / N keep the folder within max_bytes.
+    # Named by deployment: two given one disk.path never serve each other's bytes.
     disk = DiskCache(Path(config.disk.path), max_bytes=config.disk.max_bytes // workers,
                      max_stale=config.disk.max_stale,
-                     inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
+                     inline_max_bytes=memory.max_object_bytes, counters=stats.disk,
+                     namespace=deployment_of(config))
     await disk.start()
     stack.push_async_callback(disk.close)
     return TieredCache(memory, disk, negative=negative, trusted_since=trusted_since,
