@@ -66,8 +66,9 @@ def admin_guard(token: str) -> Callable[[Handler], Handler]:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        # RecursionError: "[[[[..." nested past the decoder's limit is no JSON we take.
+    except (ValueError, UnicodeDecodeError, RecursionError, LookupError):
+        # RecursionError: "[[[[..." nested past the decoder's limit is no JSON we take;
+        # LookupError: a charset Python has no text codec for ("bogus", "rot13").
         raise BadRequest("body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")

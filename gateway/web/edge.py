@@ -35,7 +35,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
 from gateway.model import Layer
-from gateway.web.errors import SERVER, error_answer, error_response
+from gateway.web.errors import SERVER, client_left, error_answer, error_response
 from gateway.web.keys import ANSWER_LAYER, ROUTE
 from gateway.web.observability import Observer
 from gateway.web.requestid import HEADER as REQUEST_ID
@@ -82,6 +82,9 @@ class Edge:
                 observe_failure(request.get(ROUTE, route), 499)
                 raise
             except Exception as exc:
+                if client_left(request, exc):  # nobody to answer: as if cancelled
+                    observe_failure(request.get(ROUTE, route), 499)
+                    return web.Response(status=400)  # never sent: the connection is gone
                 answer = error_answer(request, exc)
                 if answer is None:  # a redirect is an answer, not an error
                     observe_failure(request.get(ROUTE, route), getattr(exc, "status", 500))
