@@ -26,6 +26,7 @@ from aiohttp import web
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.negative import NegativeCache
+from gateway.cache.refusals import Refusals
 from gateway.cache.tiers import NoDisk, TieredCache
 from gateway.cluster.aliases import AliasStore, Migration, migrate_legacy_aliases
 from gateway.cluster.bus import InvalidationBus
@@ -127,7 +128,9 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
         cluster=cluster if tracing is None else tracing.flight(cluster),
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
-        refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2))
+        refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2),
+        refusals=Refusals(config.cache.negative_ttl,
+                          config.cache.negative_max_bytes // config.server.workers))
     stack.push_async_callback(service.close)
     variants = _variants(config, service, cache, stack, tracing)
 

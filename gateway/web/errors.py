@@ -52,7 +52,7 @@ def error_answer(request: web.BaseRequest, exc: Exception) -> web.Response | Non
     """The JSON answer for what a handler raised; None for a redirect (not an error:
     the caller raises it on)."""
     if isinstance(exc, GatewayError):
-        if exc.status >= 500 and not isinstance(exc, Busy):
+        if exc.status >= 500 and not isinstance(exc, Busy) and not exc.quiet:
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status,
                         exc.detail)
         return error_response(exc.status, exc.answer, request)
