@@ -118,9 +118,10 @@ class LocalOrigin:
 
     def _write(self, key: str, body: bytes) -> None:
         *folders, name = validate_key(key).split("/")
-        # A random name in the target's folder (a rename never crosses file systems):
-        # nobody can ask for it while it is half-written.
-        tmp = f".upload-{secrets.token_hex(8)}"
+        # A random name in the target's folder (a rename never crosses file systems),
+        # holding a control character (DEL) that no valid key has: no request can
+        # name it, half-written or left behind by a crash. (".upload-x" is a key.)
+        tmp = f".upload\x7f{secrets.token_hex(8)}"
         parent = -1
         try:
             parent = self._open_dir(folders, create=True)

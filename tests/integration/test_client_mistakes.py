@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
+import urllib.error
 import urllib.request
 
 import pytest
 
+from gateway.model import encode_key
+from gateway.origin import local as local_origin
 from tests.support.fakes import until
+from tests.support.images import noise_png
 
 TOKEN = "a-token-long-enough-for-the-check"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,3 +66,31 @@ async def test_a_client_leaving_mid_upload_is_one_info_line(spawn_gateway):
         metrics = resp.read().decode()
     assert ('gateway_http_requests_total{route="/admin/images/{image_id}",status="499"} 1.0'
             in metrics), metrics
+
+
+async def test_an_upload_in_progress_cannot_be_asked_for(admin, origin_dir, monkeypatch):
+    """The local origin writes an upload to a temp file in the target's folder, then
+    renames it. Object keys may start with '.', so the temp file must have a name no
+    key can have, or a client could read a half-written (or crash-left) upload."""
+    base = f"http://127.0.0.1:{admin.server.port}/images/"
+    seen: dict[str, int] = {}
+    real_fsync = os.fsync
+
+    def peek_then_fsync(fd: int) -> None:
+        # The upload's bytes are written, not yet renamed: ask for every file there.
+        # (A thread of the origin's: the event loop is free to answer.)
+        for name in os.listdir(origin_dir):
+            if name not in ("default_pfp.png", "up.png"):
+                try:
+                    with urllib.request.urlopen(base + encode_key(name), timeout=10) as resp:
+                        seen[name] = resp.status
+                except urllib.error.HTTPError as exc:
+                    seen[name] = exc.code
+        real_fsync(fd)
+
+    monkeypatch.setattr(local_origin.os, "fsync", peek_then_fsync)
+    resp = await admin.put("/admin/images/up.png", data=noise_png(4), headers=AUTH)
+    assert resp.status == 200
+    assert len(seen) == 1, seen  # the temp file was there
+    assert list(seen.values()) == [400], seen  # refused as a key, before any I/O
+    assert sorted(os.listdir(origin_dir)) == ["default_pfp.png", "up.png"]
