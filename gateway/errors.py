@@ -17,6 +17,8 @@ class GatewayError(Exception):
     #: The detail tells the client what was wrong with its request (and never echoes
     #: the request): it is the answer. Otherwise the detail is for the log only.
     detail_is_public: ClassVar[bool] = False
+    #: Logged already (or on purpose not): the edge answers it without a log line.
+    quiet: bool = False
 
     def __init_subclass__(cls, *, status: int | None = None, message: str | None = None,
                           **kwargs: Any) -> None:

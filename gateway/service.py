@@ -14,6 +14,8 @@ the web layer turns that into ``X-Cache`` and the counters into metrics.
       origin failed + stale copy                        STALE (refreshed in background)
       origin says missing                               FALLBACK (copy purged, miss
                                                         remembered for negative_ttl)
+      origin object refused (not an image, too large)   502, remembered for negative_ttl
+                                                        (cache/refusals.py) like a miss
 
 A copy the tiers do not trust (a purge may have been missed since the origin
 confirmed it, see TieredCache.distrust) is revalidated like an expired one, and
@@ -29,12 +31,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.cache.refusals import REFUSALS, Refusals
 from gateway.cache.tiers import TieredCache
 from gateway.cluster.fill import Failed
 from gateway.cluster.lease import ClusterFlight
 from gateway.errors import Busy, NotFound, OriginError, OriginTimeout
 from gateway.model import Blob, Entry, FileBlob, Layer, ObjectMeta, Served, make_meta
 from gateway.observe.counters import Stats
+from gateway.observe.throttle import Throttled
 from gateway.origin import NotModified, Origin
 from gateway.origin.content import checked_type
 from gateway.origin.presign import SignedUrl
@@ -42,6 +46,8 @@ from gateway.singleflight import SingleFlight
 from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
+# Whoever knows the key of a refused object can ask for it: one line a minute at most.
+_refused_log = Throttled(log)
 
 # What one origin round trip produced: new bytes, or fresh metadata for the
 # bytes the caller already holds (the origin answered 304).
@@ -54,8 +60,10 @@ class ImageService:
     def __init__(self, *, cache: TieredCache, origin: Origin, cluster: ClusterFlight,
                  flights: SingleFlight[FlightResult], stats: Stats, fallback: Blob | None,
                  ttl: float, ttl_jitter: float = 0.0, refresh_ahead: float = 0.0,
+                 refusals: Refusals | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.cache = cache
+        self.refusals = refusals if refusals is not None else Refusals(0, 0)
         self.origin = origin
         self.cluster = cluster
         self.flights = flights
@@ -117,13 +125,15 @@ class ImageService:
                            asked: float) -> Served:
         validator = stale.meta.origin_etag if stale is not None else None
         try:
+            self._refused_before(key, asked)
             result, joined = await self.flights.run(
                 key, lambda: self._fetch(image_id, key, validator, stale))
         except NotFound:
             _close(stale)
             self.cache.remember_missing(key, asked)
             return self._fallback()
-        except (OriginError, Busy):
+        except (OriginError, Busy) as exc:
+            self.refusals.remember(key, asked, exc)
             if stale is None or not self.cache.trusted(stale.meta):
                 _close(stale)
                 raise
@@ -205,6 +215,8 @@ class ImageService:
             raise
         except OriginError as exc:
             self.stats.origin_errors += 1
+            if self._refused(image_id, exc):
+                raise
             log.warning("origin fetch of %s failed: %s", image_id, exc.detail)
             raise
         if isinstance(fetched, NotModified):
@@ -219,6 +231,24 @@ class ImageService:
         blob = Blob(meta, fetched.body)
         await self.cache.store(key, blob)
         return blob
+
+    def _refused_before(self, key: str, now: float) -> None:
+        """Raise the refusal remembered for ``key``, if any: no origin request."""
+        refusal = self.refusals.refusal(key, now, self.cache.trusted_since)
+        if refusal is not None:
+            self.stats.refused_hits += 1
+            raise refusal
+
+    def _refused(self, image_id: str, exc: OriginError) -> bool:
+        """Whether ``exc`` refuses the object itself (then logged here, throttled, and
+        not again by the edge)."""
+        if not isinstance(exc, REFUSALS):
+            return False
+        self.stats.origin_refused += 1
+        _refused_log.log(logging.WARNING, "refused %s: %s (remembered for cache.negative_ttl)",
+                         image_id, exc.detail)
+        exc.quiet = True
+        return True
 
     def fallback_for_unknown(self) -> Served:
         """The fallback answer for a name that resolves to no image (unknown user)."""
@@ -244,10 +274,15 @@ class ImageService:
             raise NotFound()
         cached = self.cache.in_memory(key)
         if cached is None or not self.cache.fresh(cached.meta, now):
+            self._refused_before(key, now)
             try:
                 await self.origin.probe(image_id)
             except NotFound:
                 self.cache.remember_missing(key, now)
+                raise
+            except OriginError as exc:
+                if self._refused(image_id, exc):
+                    self.refusals.remember(key, now, exc)
                 raise
         return await self.origin.url(image_id)
 

@@ -36,6 +36,8 @@ class Stats:
     stale_served: int = 0
     fallback_served: int = 0
     negative_hits: int = 0  # requests for a remembered miss: no origin or Redis I/O
+    origin_refused: int = 0  # origin objects refused: not an allowed image, too large
+    refused_hits: int = 0  # requests for a remembered refusal: 502, no origin request
     # (Re)subscriptions to the invalidation channel: copies the origin confirmed
     # before each are revalidated, since purges may have been missed.
     resyncs: int = 0

@@ -46,6 +46,12 @@ _PLAIN = {
     "negative_hits": ("gateway_negative_hits",
                       "Requests for a remembered miss (cache.negative_ttl): the fallback "
                       "without any origin or Redis request."),
+    "origin_refused": ("gateway_origin_refused",
+                       "Origin objects refused (502): not an allowed image, or over "
+                       "origin.max_bytes. Remembered for cache.negative_ttl."),
+    "refused_hits": ("gateway_refused_hits",
+                     "Requests for a remembered refusal: the same 502 without any origin "
+                     "request."),
     "resyncs": ("gateway_resyncs",
                 "(Re)subscriptions to the invalidation channel: copies confirmed before each "
                 "are revalidated, since purges may have been missed."),

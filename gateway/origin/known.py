@@ -11,14 +11,11 @@ and the caller probes the origin as if nothing were stored.
 from __future__ import annotations
 
 import json
-import re
 
 from gateway.origin import ObjectInfo
+from gateway.origin.headers import END_OF_DATES, ENTITY_TAG
 
 _FIELDS = frozenset({"size", "modified", "type", "etag"})
-# What S3 and MinIO send: a quoted (maybe weak) entity tag of visible ASCII.
-_ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{1,200}"')
-_MAX_EPOCH = 2**40  # far beyond any Last-Modified; refuses absurd numbers
 
 
 def encode(info: ObjectInfo) -> str:
@@ -47,10 +44,10 @@ class KnownCheck:
                                       value["etag"])
         if type(size) is not int or not 0 < size <= self._max_bytes:
             raise ValueError("size out of bounds")
-        if type(modified) is not int or not 0 <= modified < _MAX_EPOCH:
+        if type(modified) is not int or not 0 <= modified < END_OF_DATES:
             raise ValueError("date out of bounds")
         if kind not in self._allowed:
             raise ValueError("not an allowed type")
-        if etag is not None and not (isinstance(etag, str) and _ETAG.fullmatch(etag)):
+        if etag is not None and not (isinstance(etag, str) and ENTITY_TAG.fullmatch(etag)):
             raise ValueError("not an entity tag")
         return ObjectInfo(size, modified, etag, kind)

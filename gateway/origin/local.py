@@ -16,6 +16,7 @@ from gateway.errors import NotFound, OriginError, TooLarge
 from gateway.model import validate_key
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import SNIFF_BYTES, checked_type
+from gateway.origin.headers import epoch
 from gateway.origin.presign import SignedUrl
 
 # Nothing of these names exists as a regular file inside the root: the key is missing.
@@ -96,7 +97,7 @@ class LocalOrigin:
         if len(body) > self.max_bytes:
             raise TooLarge("object grew over origin.max_bytes while read")
         content_type = checked_type(body, None, self.allowed_types)
-        return Fetched(body, content_type, int(st.st_mtime), validator)
+        return Fetched(body, content_type, epoch(st.st_mtime), validator)
 
     def _probe(self, key: str) -> ObjectInfo:
         """What _read would refuse, from the size and the first bytes only."""
@@ -109,7 +110,7 @@ class LocalOrigin:
             except OSError as exc:
                 raise OriginError(f"local origin: {exc.strerror}") from None
         checked_type(head, None, self.allowed_types)
-        return ObjectInfo(st.st_size, int(st.st_mtime), self._validator(st))
+        return ObjectInfo(st.st_size, epoch(st.st_mtime), self._validator(st))
 
     async def fetch(self, image_id: str, if_none_match: str | None = None
                     ) -> Fetched | NotModified:
@@ -117,9 +118,10 @@ class LocalOrigin:
 
     def _write(self, key: str, body: bytes) -> None:
         *folders, name = validate_key(key).split("/")
-        # A random name in the target's folder (a rename never crosses file systems):
-        # nobody can ask for it while it is half-written.
-        tmp = f".upload-{secrets.token_hex(8)}"
+        # A random name in the target's folder (a rename never crosses file systems),
+        # holding a control character (DEL) that no valid key has: no request can
+        # name it, half-written or left behind by a crash. (".upload-x" is a key.)
+        tmp = f".upload\x7f{secrets.token_hex(8)}"
         parent = -1
         try:
             parent = self._open_dir(folders, create=True)

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from gateway.errors import NotFound, OriginError, OriginTimeout, TooLarge, Unsup
 from gateway.model import MAX_KEY_BYTES, encode_key, validate_key
 from gateway.origin import NOT_MODIFIED, Fetched, NotModified, ObjectInfo
 from gateway.origin.content import SNIFF_BYTES, checked_type
+from gateway.origin.headers import entity_tag, http_date
 from gateway.origin.known import KnownCheck, encode
 from gateway.origin.presign import SignedUrl, StoredUrlCheck, UrlStore
 from gateway.tasks import BackgroundTasks
@@ -191,9 +191,8 @@ class S3Origin:
             body = await self._read_capped(resp)
             content_type = checked_type(body, resp.headers.get("Content-Type"),
                                         self.allowed_types)
-            return Fetched(body, content_type,
-                           _epoch(resp.headers.get("Last-Modified")),
-                           resp.headers.get("ETag"))
+            return Fetched(body, content_type, http_date(resp.headers.get("Last-Modified")),
+                           entity_tag(resp.headers.get("ETag")))
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         chunks: list[bytes] = []
@@ -234,8 +233,8 @@ class S3Origin:
                 head += chunk
             content_type = checked_type(head, resp.headers.get("Content-Type"),
                                         self.allowed_types)
-            return ObjectInfo(size, _epoch(resp.headers.get("Last-Modified")),
-                              resp.headers.get("ETag"), content_type)
+            return ObjectInfo(size, http_date(resp.headers.get("Last-Modified")),
+                              entity_tag(resp.headers.get("ETag")), content_type)
 
     async def store(self, image_id: str, body: bytes, content_type: str) -> None:
         """PUT the object (uploads through the admin API)."""
@@ -274,11 +273,3 @@ def _object_size(resp: aiohttp.ClientResponse) -> int | None:
     total = resp.headers.get("Content-Range", "").rpartition("/")[2]
     return int(total) if total.isascii() and total.isdigit() else None
 
-
-def _epoch(http_date: str | None) -> int:
-    if not http_date:
-        return int(time.time())
-    try:
-        return int(parsedate_to_datetime(http_date).timestamp())
-    except (TypeError, ValueError):
-        return int(time.time())

@@ -16,30 +16,44 @@ from aiohttp.typedefs import Handler
 
 from gateway.errors import BadRequest, GatewayError
 from gateway.model import Layer, validate_key, validate_user_id
-from gateway.web.edge import Routes
+from gateway.web.edge import Gate, Routes
 from gateway.web.errors import error_response
 from gateway.web.keys import PARTS
 from gateway.web.paths import admin_key
 from gateway.web.variants import upload_image
 
 
+def admin_check(token: str) -> Gate:
+    """The bearer token, compared in constant time: a 401, or None to let it in."""
+    expected = token.encode()
+
+    def check(request: web.Request) -> web.StreamResponse | None:
+        # The dashboard page holds no data; the calls it makes do.
+        if request.method == "GET" and request.path.rstrip("/") == "/admin/dashboard":
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, supplied = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(),
+                                                              expected):
+            return None
+        refusal = error_response(401, "unauthorized", request)
+        refusal.headers["WWW-Authenticate"] = 'Bearer realm="image-gateway admin"'
+        return refusal
+
+    return check
+
+
 def admin_guard(token: str) -> Callable[[Handler], Handler]:
-    """Around each admin handler: the bearer token (compared in constant time), and
+    """Around each admin handler: the token (``admin_check``), and
     ``Cache-Control: no-store`` on every answer: stats, purge results and the
     dashboard are each true once. (Error answers are no-store already.)"""
-    expected = token.encode()
+    check = admin_check(token)
 
     def guard(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            # The dashboard page holds no data; the calls it makes do.
-            if request.method != "GET" or request.path.rstrip("/") != "/admin/dashboard":
-                header = request.headers.get("Authorization", "")
-                scheme, _, supplied = header.partition(" ")
-                if not (scheme.lower() == "bearer" and hmac.compare_digest(
-                        supplied.strip().encode(), expected)):
-                    refusal = error_response(401, "unauthorized", request)
-                    refusal.headers["WWW-Authenticate"] = 'Bearer realm="image-gateway admin"'
-                    return refusal
+            refusal = check(request)
+            if refusal is not None:
+                return refusal
             response = await handler(request)
             response.headers["Cache-Control"] = "no-store"
             return response
@@ -52,8 +66,9 @@ def admin_guard(token: str) -> Callable[[Handler], Handler]:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        # RecursionError: "[[[[..." nested past the decoder's limit is no JSON we take.
+    except (ValueError, UnicodeDecodeError, RecursionError, LookupError):
+        # RecursionError: "[[[[..." nested past the decoder's limit is no JSON we take;
+        # LookupError: a charset Python has no text codec for ("bogus", "rot13").
         raise BadRequest("body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")

@@ -26,6 +26,7 @@ from aiohttp import web
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.negative import NegativeCache
+from gateway.cache.refusals import Refusals
 from gateway.cache.tiers import NoDisk, TieredCache
 from gateway.cluster.aliases import AliasStore, Migration, migrate_legacy_aliases
 from gateway.cluster.bus import InvalidationBus
@@ -33,7 +34,7 @@ from gateway.cluster.connect import open_redis
 from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
-from gateway.cluster.redis import RedisHealth, RedisLink, keys_for
+from gateway.cluster.redis import RedisHealth, RedisLink, deployment_of, keys_for
 from gateway.config import Config, ConfigError, fill_secret, resolve_fallback
 from gateway.errors import BadRequest
 from gateway.model import Blob
@@ -56,7 +57,7 @@ from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
 from gateway.web import admin as admin_routes
 from gateway.web import client, dashboard, handlers, openapi, stats_view
-from gateway.web.admin import admin_guard
+from gateway.web.admin import admin_check, admin_guard
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.cors import ImageHeaders
 from gateway.web.edge import Edge, Gate, Routes, signature_check
@@ -131,7 +132,9 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
         cluster=cluster if tracing is None else tracing.flight(cluster),
         flights=SingleFlight[FlightResult](config.fetch.lock_timeout), stats=stats,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
-        refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2))
+        refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2),
+        refusals=Refusals(config.cache.negative_ttl,
+                          config.cache.negative_max_bytes // config.server.workers))
     stack.push_async_callback(service.close)
     variants = _variants(config, service, cache, stack, tracing)
 
@@ -229,8 +232,10 @@ def _routes(app: web.Application, config: Config, observer: Observer, parts: Par
     openapi.add_route(routes, admin=bool(config.admin.token))
     if config.admin.token:  # no token, no admin surface at all (404, not 401)
         admin = web.Application()
+        # No "100 Continue" before the token is checked: no body from strangers.
         guarded = Routes(admin, edge, public, label_prefix="/admin",
-                         guard=admin_guard(config.admin.token))
+                         guard=admin_guard(config.admin.token),
+                         before_body=[admin_check(config.admin.token)])
         admin_routes.add_routes(guarded)
         stats_view.add_routes(guarded)
         dashboard.add_routes(guarded)
@@ -299,9 +304,11 @@ async def _cache(config: Config, stats: Stats, stack: contextlib.AsyncExitStack
     # The workers share one folder and each bounds the files it knows of (its own
     # writes and reads, the start-up scan). Every file is known to at least one
     # worker, so N shares of max_bytes / N keep the folder within max_bytes.
+    # Named by deployment: two given one disk.path never serve each other's bytes.
     disk = DiskCache(Path(config.disk.path), max_bytes=config.disk.max_bytes // workers,
                      max_stale=config.disk.max_stale,
-                     inline_max_bytes=memory.max_object_bytes, counters=stats.disk)
+                     inline_max_bytes=memory.max_object_bytes, counters=stats.disk,
+                     namespace=deployment_of(config))
     await disk.start()
     stack.push_async_callback(disk.close)
     return TieredCache(memory, disk, negative=negative, trusted_since=trusted_since,

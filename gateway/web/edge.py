@@ -15,20 +15,27 @@ does in one frame what the middlewares did, in this order:
 
 A URL that no route matches reaches ``unmatched`` through a catch-all route added
 last, so 404 and 405 are JSON answers observed like any other.
+
+An ``Expect`` header is answered before the handler runs, by ``Edge.expect`` in place
+of aiohttp's own handler (a text/plain 417 quoting the header, and a ``100 Continue``
+to anyone, before any check): anything but ``100-continue`` is our JSON 417, and a
+route's ``before_body`` gates (the admin token) run before the client is told to send
+its body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
 from gateway.model import Layer
-from gateway.web.errors import SERVER, error_answer, error_response
+from gateway.web.errors import SERVER, client_left, error_answer, error_response
 from gateway.web.keys import ANSWER_LAYER, ROUTE
 from gateway.web.observability import Observer
 from gateway.web.requestid import HEADER as REQUEST_ID
@@ -39,6 +46,8 @@ from gateway.web.signing import UrlSigner, expired
 Gate = Callable[[web.Request], web.StreamResponse | None]
 #: Adds a route's own headers to the answers its handler did not make (errors, refusals).
 Finish = Callable[[web.BaseRequest, web.StreamResponse], None]
+#: What aiohttp calls when a request has an Expect header, before its handler.
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
 UNMATCHED = "unmatched"
 
@@ -73,6 +82,9 @@ class Edge:
                 observe_failure(request.get(ROUTE, route), 499)
                 raise
             except Exception as exc:
+                if client_left(request, exc):  # nobody to answer: as if cancelled
+                    observe_failure(request.get(ROUTE, route), 499)
+                    return web.Response(status=400)  # never sent: the connection is gone
                 answer = error_answer(request, exc)
                 if answer is None:  # a redirect is an answer, not an error
                     observe_failure(request.get(ROUTE, route), getattr(exc, "status", 500))
@@ -94,6 +106,39 @@ class Edge:
 
         return edge
 
+    def expect(self, route: str, before_body: Sequence[Gate] = (),
+               finish: Finish | None = None) -> ExpectHandler:
+        """The answer to an ``Expect`` header (HTTP/1.1 only: 1.0 has none, RFC 9110
+        10.1.1): None after ``100 Continue`` when every ``before_body`` gate lets the
+        request in; else the refusal, or a 417 that quotes nothing of the header."""
+        observe = self._observer.observe
+        before_body = tuple(before_body)
+
+        async def expect(request: web.Request) -> web.StreamResponse | None:
+            if request.version != HttpVersion11:
+                return None
+            start = perf_counter()
+            asked = ",".join(request.headers.getall(hdrs.EXPECT, ()))
+            response: web.StreamResponse | None = None
+            if asked.strip().lower() != "100-continue":
+                response = error_response(417, "unsupported Expect header", request)
+            for gate in before_body:
+                if response is not None:
+                    break
+                response = gate(request)
+            if response is None:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0  # the answer proper has not started
+                return None
+            if finish is not None:
+                finish(request, response)
+            # aiohttp sends this answer as it is: the edge never sees it.
+            observe(request, response, request.get(ROUTE, route), None,
+                    perf_counter() - start)
+            return response
+
+        return expect
+
 
 def signature_check(signer: UrlSigner) -> Gate:
     """The gate of the image routes when signing is required: 403 unless the URL as
@@ -114,10 +159,15 @@ class Routes:
 
     def __init__(self, app: web.Application, edge: Edge, gates: Sequence[Gate] = (),
                  label_prefix: str = "",
-                 guard: Callable[[Handler], Handler] | None = None) -> None:
+                 guard: Callable[[Handler], Handler] | None = None,
+                 before_body: Sequence[Gate] = ()) -> None:
+        """``before_body``: gates that must pass before a client that sent
+        ``Expect: 100-continue`` is told to send its body (the guard checks them
+        again: most clients send no Expect)."""
         self._app = app
         self._edge = edge
         self._gates = tuple(gates)
+        self._before_body = tuple(before_body)
         self._label_prefix = label_prefix
         self._guard = guard
 
@@ -128,9 +178,10 @@ class Routes:
             handler = self._guard(handler)
         # the metrics label: the pattern without its regular expressions
         resource = self._app.router.add_resource(path)
+        label = self._label_prefix + resource.canonical
         resource.add_route(method, self._edge(
-            handler, self._label_prefix + resource.canonical,
-            self._gates if gates is None else gates, finish))
+            handler, label, self._gates if gates is None else gates, finish),
+            expect_handler=self._edge.expect(label, self._before_body, finish))
 
     def get(self, path: str, handler: Handler, *, allow_head: bool = True,
             gates: Sequence[Gate] | None = None, finish: Finish | None = None) -> None:
@@ -153,7 +204,8 @@ class Routes:
         prefix matched)."""
         handler = unmatched if self._guard is None else self._guard(unmatched)
         self._app.router.add_route("*", "/{path:.*}", self._edge(
-            handler, UNMATCHED, self._gates))
+            handler, UNMATCHED, self._gates),
+            expect_handler=self._edge.expect(UNMATCHED, self._before_body))
 
 
 async def unmatched(request: web.Request) -> web.StreamResponse:

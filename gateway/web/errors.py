@@ -8,6 +8,7 @@ from http import HTTPStatus
 from aiohttp import web
 
 from gateway.errors import Busy, GatewayError
+from gateway.observe.throttle import Throttled
 from gateway.web.requestid import HEADER as REQUEST_ID
 from gateway.web.requestid import request_id_of
 
@@ -15,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # aiohttp sets Server only when absent: ours names no versions for scanners to match.
 SERVER = "image-gateway"
+
+_client_gone = Throttled(log)
 
 _HTTP_ANSWERS = {404: "not found", 405: "method not allowed",
                  413: "request body too large"}
@@ -32,11 +35,24 @@ def error_response(status: int, message: str, request: web.BaseRequest) -> web.R
                              status=status, headers=headers)
 
 
+def client_left(request: web.BaseRequest, exc: Exception) -> bool:
+    """Whether ``exc`` is the client's connection ending under the handler (an upload
+    cut off mid-body): its doing, not an error of ours, so one INFO line (a minute at
+    most), no traceback, and nobody to answer."""
+    transport = request.transport
+    if not isinstance(exc, ConnectionError) or (transport is not None
+                                                and not transport.is_closing()):
+        return False
+    _client_gone.log(logging.INFO, "%s %s: the client went away (%s)", request.method,
+                     request.path, type(exc).__name__)
+    return True
+
+
 def error_answer(request: web.BaseRequest, exc: Exception) -> web.Response | None:
     """The JSON answer for what a handler raised; None for a redirect (not an error:
     the caller raises it on)."""
     if isinstance(exc, GatewayError):
-        if exc.status >= 500 and not isinstance(exc, Busy):
+        if exc.status >= 500 and not isinstance(exc, Busy) and not exc.quiet:
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status,
                         exc.detail)
         return error_response(exc.status, exc.answer, request)

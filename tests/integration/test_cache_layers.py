@@ -237,6 +237,31 @@ async def test_new_app_on_same_disk_answers_without_origin(gateway_client, s3_co
         assert len(origin_gets(s3_proxy, image_id)) == 1
 
 
+async def test_deployments_sharing_one_disk_path_serve_their_own_bytes(gateway_client,
+                                                                      gateway_config,
+                                                                      tmp_path):
+    """Two deployments (two origins) given one disk.path: same key, other bytes. Each
+    serves its own; neither takes the other's file for a hit."""
+    shared = str(tmp_path / "shared-cache")
+    clients, bodies = [], []
+    for n in (1, 2):
+        root = tmp_path / f"origin{n}"
+        root.mkdir()
+        bodies.append(png(40 + n))
+        (root / "pic.png").write_bytes(bodies[-1])
+        clients.append(await gateway_client(gateway_config(
+            origin={"kind": "local", "root": str(root)}, disk={"path": shared},
+            memory={"max_object_bytes": 1})))  # every hit comes from the disk
+    for client, body in zip(clients, bodies, strict=True):
+        first = await client.get("/images/pic.png")
+        assert (first.status, first.headers["X-Cache"]) == (200, "MISS")
+        assert sha(await first.read()) == sha(body)
+    for client, body in zip(clients, bodies, strict=True):
+        again = await client.get("/images/pic.png")
+        assert (again.status, again.headers["X-Cache"]) == (200, "HIT-DISK")
+        assert sha(await again.read()) == sha(body)
+
+
 @pytest.mark.timeout(60)
 async def test_restarted_process_answers_from_disk(spawn_gateway, s3, s3_proxy, tmp_path):
     body = png(7, (80, 80))

@@ -147,7 +147,11 @@ async def test_no_fallback_configured_gives_404(gateway_client, gateway_config):
     assert (await resp.json())["success"] is False
 
 
-async def test_non_image_object_is_502_and_not_cached(client, origin_dir):
+async def test_non_image_object_is_502_and_not_cached(gateway_client, gateway_config,
+                                                     origin_dir):
+    # The refusal itself is remembered for cache.negative_ttl (test_negative_cache.py):
+    # off here, so the fixed file is read at once.
+    client = await gateway_client(gateway_config(cache={"negative_ttl": 0}))
     (origin_dir / "page.png").write_bytes(b"<html><script>alert(1)</script></html>")
     for _ in range(2):
         resp = await client.get("/images/page.png")

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from typing import Any
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 
 from gateway.cluster.redis import keys_for
@@ -169,3 +171,66 @@ async def test_remembered_misses_in_the_metrics(gateway_client: Any, s3_config: 
     assert "gateway_negative_hits_total 2.0" in text
     assert 'gateway_cache_entries{layer="negative"} 1.0' in text
     assert 'gateway_cache_limit_bytes{layer="negative"} 4.194304e+06' in text
+
+
+@pytest.mark.parametrize(("key", "body", "label"), [
+    ("page.png", b"<!doctype html><script>alert(1)</script>", "image/png"),  # not an image
+    ("huge.png", png(3, size=(200, 200)), "image/png"),  # over origin.max_bytes (50 KB)
+])
+async def test_a_refused_object_is_remembered_like_a_miss(
+        gateway_client: Any, s3_config: Any, s3: Any, s3_proxy: Any, caplog: Any,
+        key: str, body: bytes, label: str) -> None:
+    """An object the gateway refuses (502) is not downloaded again on every request: up
+    to origin.max_bytes from S3 per request, and two WARNING lines each, for whoever
+    asks. The same 502 meanwhile; a purge or an upload ends it, as it ends a miss."""
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url, admin={"token": TOKEN},
+                                            origin={"max_bytes": 50_000}))
+    stats = client.app[PARTS].stats
+    s3.put(key, body, content_type=label)
+    caplog.set_level(logging.INFO, logger="gateway")
+    answers = []
+    for path in (f"/images/{key}", f"/images/{key}", f"/images/{key}?w=64",
+                 f"/images/{key}/url", f"/images/{key}"):
+        resp = await client.get(path)
+        answers.append((resp.status, (await resp.json())["error"]))
+    assert len(set(answers)) == 1 and answers[0][0] == 502
+    assert s3_proxy.gets(key) == 1  # the first request only
+    assert (stats.origin_refused, stats.refused_hits) == (1, 4)
+    # One line at most (throttled for the process: an earlier case may have had it).
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) <= 1, warnings
+    assert all(w.startswith(f"refused {key}: origin object ") for w in warnings), warnings
+    text = await (await client.get("/metrics")).text()
+    assert "gateway_refused_hits_total 4.0" in text
+    assert "gateway_origin_refused_total 1.0" in text
+
+    s3.put(key, png(5))  # fixed in the bucket: the gateway cannot know until a purge
+    assert (await client.get(f"/images/{key}")).status == 502
+    assert (await client.delete(f"/admin/images/{key}", headers=AUTH)).status == 200
+    resp = await client.get(f"/images/{key}")
+    assert (resp.status, resp.headers["X-Cache"]) == (200, "MISS")
+    assert sha(await resp.read()) == sha(png(5))
+    assert s3_proxy.gets(key) == 2
+
+
+async def test_an_upload_ends_a_remembered_refusal(gateway_client: Any, s3_config: Any,
+                                                   s3: Any, s3_proxy: Any) -> None:
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url, admin={"token": TOKEN}))
+    s3.put("doc.png", b"<html>no picture</html>")
+    for _ in range(2):
+        assert (await client.get("/images/doc.png")).status == 502
+    assert s3_proxy.gets("doc.png") == 1
+    put = await client.put("/admin/images/doc.png", data=png(6), headers=AUTH)
+    assert put.status == 200
+    resp = await client.get("/images/doc.png")
+    assert (resp.status, resp.headers["ETag"]) == (200, (await put.json())["etag"])
+
+
+async def test_a_refusal_is_not_remembered_with_negative_ttl_zero(
+        gateway_client: Any, s3_config: Any, s3: Any, s3_proxy: Any) -> None:
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url,
+                                            cache={"negative_ttl": 0}))
+    s3.put("doc.png", b"<html>no picture</html>")
+    for _ in range(3):
+        assert (await client.get("/images/doc.png")).status == 502
+    assert s3_proxy.gets("doc.png") == 3

@@ -8,10 +8,14 @@ import asyncio
 from urllib.parse import quote
 
 import pytest
+from redis.asyncio import Redis
 from yarl import URL
 
+from gateway.cluster.redis import keys_for
 from gateway.model import encode_key
+from gateway.web.keys import PARTS
 from gateway.web.paths import image_path
+from tests.support.fakes import until
 from tests.support.images import noise_png as png
 from tests.support.images import sha
 
@@ -51,9 +55,18 @@ KEYS = {
 }
 
 
+@pytest.fixture(params=["alone", "redis"])
+def config(request, s3_config, s3_proxy):
+    """Every key test runs without Redis and with a real one: there the key is also in
+    Redis names (stored URL, version) and in the purge messages of the bus."""
+    with_redis = ({"redis": {"url": request.getfixturevalue("redis_url")}}
+                  if request.param == "redis" else {})
+    return s3_config(endpoint=s3_proxy.url, admin={"token": TOKEN}, **with_redis)
+
+
 @pytest.fixture
-async def client(gateway_client, s3_config, s3_proxy):
-    return await gateway_client(s3_config(endpoint=s3_proxy.url, admin={"token": TOKEN}))
+async def client(gateway_client, config):
+    return await gateway_client(config)
 
 
 def get(client, path: str, **kwargs):
@@ -66,7 +79,8 @@ def s3_gets(proxy, bucket: str, key: str) -> list:
 
 
 @pytest.mark.parametrize("key", list(KEYS.values()), ids=list(KEYS))
-async def test_key_served_exactly_cached_revalidated_and_purged(client, s3, s3_proxy, key):
+async def test_key_served_exactly_cached_revalidated_and_purged(client, config, s3, s3_proxy,
+                                                                key, replica):
     body = png(sum(map(ord, key)) % 997)
     s3.put(key, body)
     path = image_path(key)
@@ -85,6 +99,16 @@ async def test_key_served_exactly_cached_revalidated_and_purged(client, s3, s3_p
     cond = await get(client, path, headers={"If-None-Match": first.headers["ETag"]})
     assert cond.status == 304
 
+    other = None
+    if config.redis.configured:
+        async with Redis.from_url(config.redis.url) as redis:
+            stored = (await redis.get(keys_for(config).url(key))).decode()
+        assert stored.startswith(f"{s3_proxy.url}/{s3.bucket}/{encode_key(key)}?")
+        other = await replica()  # another replica on this Redis, with the key cached
+        hit = await get(other, path)
+        assert sha(await hit.read()) == sha(body)
+        assert (await get(other, path)).headers["X-Cache"] == "HIT-MEMORY"
+
     purged = await client.delete(URL("/admin/images/" + encode_key(key), encoded=True),
                                  headers=AUTH)
     assert purged.status == 200
@@ -93,7 +117,29 @@ async def test_key_served_exactly_cached_revalidated_and_purged(client, s3, s3_p
     after = await get(client, path)
     assert (after.status, after.headers["X-Cache"]) == (200, "MISS")
     assert sha(await after.read()) == sha(png(1000))
-    assert len(s3_gets(s3_proxy, s3.bucket, key)) == 2
+    assert len(s3_gets(s3_proxy, s3.bucket, key)) == 2 + (other is not None)
+    if other is not None:
+        version = (await purged.json())["version"]
+        async with Redis.from_url(config.redis.url) as redis:
+            assert int(await redis.get(keys_for(config).version(key))) == version
+        # The purge message named the key: the other replica moved it forward too.
+        await until(lambda: other.app[PARTS].service.version_of(key) == version,
+                    what="the purge reached the other replica")
+        there = await get(other, path)
+        assert there.headers["X-Cache"] != "HIT-MEMORY"
+        assert sha(await there.read()) == sha(png(1000))
+
+
+@pytest.fixture
+def replica(gateway_client, s3_config, s3_proxy, config, tmp_path):
+    """replica(): a second gateway of the same deployment, with its own disk folder."""
+
+    async def make():
+        return await gateway_client(s3_config(
+            endpoint=s3_proxy.url, redis={"url": config.redis.url},
+            disk={"path": str(tmp_path / "other-cache")}))
+
+    return make
 
 
 async def test_presigned_url_is_sent_byte_for_byte(client, s3, s3_proxy):

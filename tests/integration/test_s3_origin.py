@@ -215,3 +215,43 @@ async def test_url_near_expiry_is_resigned_in_background(client, s3, s3_proxy, r
         await asyncio.sleep(0.02)
     assert stored != old
     assert 2900 < await redis.ttl(keys.url("old.png")) <= 3000
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("Last-Modified", "Sun, 06 Nov 99999999999 08:49:37 GMT"),  # OverflowError
+    ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 +99999999999999999999999"),
+    ("Last-Modified", "Sun, 06 Nov 1994 99:49:37 GMT"),
+    ("Last-Modified", "Fri, 31 Dec 9999 23:59:59 -2359"),  # past year 9999 in UTC
+    ("Last-Modified", "Sun, 06 Nov 1000 08:49:37 GMT"),  # before the epoch
+    ("Last-Modified", "yesterday"),
+    ("ETag", '"\xff\xfe<script>"'),  # not ASCII: cannot be sent back as If-None-Match
+    ("ETag", '"' + "a" * 7000 + '"'),
+    ("ETag", "no quotes, a list"),
+])
+async def test_junk_origin_headers_are_ignored(gateway_client, s3_config, s3, s3_proxy, name,
+                                               value):
+    """What S3 sends is input too: a header no calendar or grammar holds is dropped (no
+    Last-Modified of its own, no conditional GET), never a 500."""
+    client = await gateway_client(s3_config(endpoint=s3_proxy.url,
+                                            disk={"ttl": 1, "ttl_jitter": 0},
+                                            fetch={"refresh_ahead": 0}))
+    body = png(9)
+    s3.put("odd.png", body)
+    s3_proxy.set_header(name, value, match="odd.png")
+    url = await client.get("/images/odd.png/url")
+    assert url.status == 200, await url.text()
+    first = await client.get("/images/odd.png")
+    assert first.status == 200, await first.text()
+    assert sha(await first.read()) == sha(body)
+    stamp = first.headers["Last-Modified"]
+    assert stamp.endswith(" GMT") and len(stamp) == 29  # a real HTTP date
+    await asyncio.sleep(1.1)  # expired: the next request revalidates
+    again = await client.get("/images/odd.png")
+    assert again.status == 200, await again.text()
+    assert sha(await again.read()) == sha(body)
+    assert again.headers["X-Cache"] in ("MISS", "REVALIDATED")
+    conditional = [seen.header("If-None-Match") for seen in s3_proxy.requests()
+                   if seen.method == "GET" and seen.path.endswith("/odd.png")
+                   and seen.header("Range") is None]
+    if name == "ETag":
+        assert conditional == [None, None]  # a junk ETag is never sent back

@@ -311,6 +311,17 @@ async def test_truncate_body(s3_proxy: FaultProxy, stored: Stored) -> None:
     assert await fetch(stored.url) == (200, stored.data)
 
 
+async def test_set_header_replaces_the_upstreams(s3_proxy: FaultProxy, stored: Stored) -> None:
+    s3_proxy.set_header("Last-Modified", "Sun, 06 Nov 99999999999 08:49:37 GMT")
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.get(stored.url) as resp:
+        assert resp.headers.getall("Last-Modified") == ["Sun, 06 Nov 99999999999 08:49:37 GMT"]
+        assert await resp.read() == stored.data
+    s3_proxy.heal()
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.get(stored.url) as resp:
+        assert resp.headers["Last-Modified"].endswith(" GMT")
+        assert "99999999999" not in resp.headers["Last-Modified"]
+
+
 async def test_head_and_missing_objects_pass_through(s3: S3Bucket, s3_proxy: FaultProxy,
                                                      stored: Stored) -> None:
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:

@@ -14,6 +14,7 @@ same way, and it listens on a free port of 127.0.0.1:
     proxy.slow_body(1024)                      # send the body at ~1 KiB/s
     proxy.reset_mid_body()                     # half the body, then a TCP RST
     proxy.truncate_body()                      # full Content-Length, half the body, FIN
+    proxy.set_header("Last-Modified", "junk")  # this value in every forwarded answer
     proxy.heal()                               # back to a faithful proxy
     proxy.close()
 
@@ -79,6 +80,8 @@ class _Faults:
     body: str | None = None  # "slow", "reset", "truncate"
     body_match: str | None = None
     bytes_per_sec: float = 0.0
+    header: tuple[str, str] | None = None
+    header_match: str | None = None
 
 
 @dataclass
@@ -198,6 +201,13 @@ class FaultProxy:
         """Announce the full Content-Length, send half the body, then close (FIN)."""
         self._set_body_fault("truncate", match)
 
+    def set_header(self, name: str, value: str, *, match: str | None = None) -> None:
+        """Forwarded answers carry ``value`` (latin-1 text, sent as is) as their only
+        ``name`` header: what the upstream will not store (a date no calendar holds)."""
+        with self._lock:
+            self._faults.header = (name, value)
+            self._faults.header_match = match
+
     def heal(self) -> None:
         """All faults off; listen again (same port) after refuse()."""
         with self._lock:
@@ -286,7 +296,8 @@ class FaultProxy:
             self._session = None
 
     def _take_faults(self, req: _Request) -> tuple[tuple[int, bytes] | None, float,
-                                                     str | None, float]:
+                                                     str | None, float,
+                                                     tuple[str, str] | None]:
         """Record the request and pick the faults that apply to it."""
         with self._lock:
             self._seen.append(Seen(req.method, req.path, req.query, tuple(req.headers),
@@ -302,7 +313,8 @@ class FaultProxy:
                         f.fail, f.fail_times, f.fail_match = None, None, None
             delay = f.delay if _matches(f.delay_match, req) else 0.0
             body = f.body if _matches(f.body_match, req) else None
-            return fail, delay, body, f.bytes_per_sec
+            header = f.header if _matches(f.header_match, req) else None
+            return fail, delay, body, f.bytes_per_sec, header
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -370,7 +382,7 @@ class FaultProxy:
 
     async def _handle(self, req: _Request, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection must not be reused."""
-        fail, delay, body_fault, rate = self._take_faults(req)
+        fail, delay, body_fault, rate, header = self._take_faults(req)
         if delay:
             await asyncio.sleep(delay)
         if fail is not None:
@@ -382,6 +394,9 @@ class FaultProxy:
                                 bodyless=req.method == "HEAD")
             return req.keep_alive
         status, headers, body = await self._forward(req)
+        if header is not None:
+            headers = [(k, v) for k, v in headers if k.lower() != header[0].lower()]
+            headers.append(header)
         bodyless = req.method == "HEAD" or status in NO_BODY_STATUSES or status < 200
         if bodyless or not body or body_fault is None:
             await self._respond(writer, req, status, headers, body, bodyless=bodyless)

@@ -17,6 +17,11 @@ Bound
 Replicas sharing one root each bound what they know of (their start-up scan
 plus their own reads and writes); files written by another replica after our
 scan are only counted once we read them.
+
+Deployments
+    Files are named for, and hold, ``{namespace}/{cache key}`` (the namespace names
+    the deployment): deployments given one root never read each other's files. The
+    scan still counts theirs, and those of the layout before, until they age out.
 """
 
 from __future__ import annotations
@@ -69,12 +74,17 @@ class DiskCache:
 
     def __init__(self, root: Path, *, max_bytes: int, max_stale: float, inline_max_bytes: int,
                  counters: LayerCounters | None = None, clock: Callable[[], float] = time.time,
-                 executor_threads: int = 4, temp_grace: float = DEFAULT_TEMP_GRACE) -> None:
+                 executor_threads: int = 4, temp_grace: float = DEFAULT_TEMP_GRACE,
+                 namespace: str = "") -> None:
+        """``namespace``: the deployment (see the module docstring); no '/' or ':'."""
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
         if executor_threads < 1:
             raise ValueError(f"executor_threads must be at least 1, not {executor_threads}")
+        if "/" in namespace or ":" in namespace:
+            raise ValueError(f"namespace must hold no '/' or ':', not {namespace!r}")
         # Settings are read once: the index and the jobs keep what they need of them.
+        self._prefix = f"{namespace}/" if namespace else ""
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.max_stale = max_stale
@@ -116,8 +126,11 @@ class DiskCache:
     def __len__(self) -> int:
         return len(self._index)
 
+    def _stored(self, key: str) -> str:  # as the files hold it, and the index knows it
+        return self._prefix + key
+
     def path_for(self, key: str) -> Path:
-        return self._jobs.path(key_hash(key))
+        return self._jobs.path(key_hash(self._stored(key)))
 
     # -- life cycle --------------------------------------------------------
 
@@ -161,6 +174,7 @@ class DiskCache:
     async def get(self, key: str) -> Blob | FileBlob | None:
         if self._closed:
             return None
+        key = self._stored(key)
         h = key_hash(key)
         tick = self._tick
         now = self._clock()
@@ -203,7 +217,7 @@ class DiskCache:
             return
         if len(blob.body) != blob.meta.size:
             raise ValueError(f"body is {len(blob.body)} bytes, meta.size says {blob.meta.size}")
-        await self._tasks.shielded(self._put(key, blob))
+        await self._tasks.shielded(self._put(self._stored(key), blob))
 
     async def refresh(self, key: str, meta: ObjectMeta) -> None:
         """Replace the metadata of an existing entry (after a 304), keeping its body.
@@ -213,12 +227,12 @@ class DiskCache:
         """
         if self._closed:
             return
-        await self._tasks.shielded(self._refresh(key, meta))
+        await self._tasks.shielded(self._refresh(self._stored(key), meta))
 
     async def delete(self, key: str) -> None:
         if self._closed:
             return
-        h = key_hash(key)
+        h = key_hash(self._stored(key))
         self._drop(h)
         await self._tasks.shielded(self._unlink([h]))
 

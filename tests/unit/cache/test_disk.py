@@ -504,6 +504,44 @@ async def test_scan_shrinks_to_a_lowered_bound(make_cache: MakeCache) -> None:
     assert len(files_under(second.root)) == 3
 
 
+async def test_namespaces_on_one_root_never_read_each_other(make_cache: MakeCache,
+                                                           tmp_path: Path) -> None:
+    """Two deployments, or this one before the namespace existed: the other's file of
+    the same key is no hit, yet the scan counts it and the bound evicts it."""
+    before = await make_cache()  # the layout without a namespace
+    await before.put("0::a.png", blob(b"old layout" * 100))
+    mine = await make_cache(namespace="d1")
+    theirs = await make_cache(namespace="d2")
+    await mine.put("0::a.png", blob(b"mine" * 100))
+    await theirs.put("0::a.png", blob(b"theirs" * 100))
+    assert await mine.get("0::a.png") == blob(b"mine" * 100)
+    assert await theirs.get("0::a.png") == blob(b"theirs" * 100)
+    assert len({before.path_for("0::a.png"), mine.path_for("0::a.png"),
+                theirs.path_for("0::a.png")}) == 3
+    for cache in (before, mine, theirs):
+        await cache.close()
+    on_disk = sum(p.stat().st_size for p in files_under(tmp_path))
+    third = await make_cache(namespace="d3")
+    assert await third.get("0::a.png") is None
+    assert (third.entry_count, third.size_bytes) == (3, on_disk)
+    assert await third.purge("a.png") == 3  # its image is known whatever the namespace
+    assert files_under(tmp_path) == []
+    for namespace in ("", "d1", "d2"):  # the three files again
+        again = await make_cache(namespace=namespace)
+        await again.put("0::a.png", blob(b"x" * 400))
+        await again.close()
+    largest = max(p.stat().st_size for p in files_under(tmp_path))
+    shrunk = await make_cache(namespace="d3", max_bytes=2 * largest + 1)
+    assert shrunk.entry_count == 2 and shrunk.counters.evictions == 1
+
+
+def test_a_namespace_holds_no_separator() -> None:
+    for bad in ("a/b", "a:b"):
+        with pytest.raises(ValueError, match="namespace"):
+            DiskCache(Path("/nonexistent"), max_bytes=1, max_stale=0, inline_max_bytes=0,
+                      namespace=bad)
+
+
 async def test_scan_drops_corrupt_and_long_expired_files(make_cache: MakeCache) -> None:
     first = await make_cache()
     await first.put("0::good", blob(b"good"))
