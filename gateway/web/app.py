@@ -34,6 +34,7 @@ from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisLink, keys_for
+from gateway.cluster.urls import RedisUrlStore
 from gateway.config import Config, ConfigError, fill_secret, resolve_fallback
 from gateway.errors import BadRequest
 from gateway.model import Blob
@@ -45,7 +46,7 @@ from gateway.observe.rejected import RedisRejections
 from gateway.observe.shared import SHARED_DIR_ENV
 from gateway.origin import Origin, Uploadable
 from gateway.origin.local import LocalOrigin
-from gateway.origin.presign import MemoryUrlStore, RedisUrlStore, UrlStore
+from gateway.origin.presign import MemoryUrlStore, UrlStore
 from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
 from gateway.origin.s3 import S3Origin
 from gateway.origin.timed import TimedOrigin

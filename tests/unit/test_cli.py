@@ -249,7 +249,9 @@ def test_the_cli_and_supervisor_import_no_server_stack() -> None:
     """The supervisor of N workers only spawns and watches them: it stays light, also
     once it has read the settings (presets are checked without Pillow)."""
     code = ("import sys, gateway.__main__, gateway.server; "
-            "from gateway.config_load import load; load('config/gateway.toml', {}); "
+            "from gateway.config_load import load; "
+            "from gateway.variants.spec import check_presets; "
+            "load('config/gateway.toml', {}, (check_presets,)); "
             "print(' '.join(sorted(m for m in ('aiohttp', 'redis', 'PIL', 'aiobotocore', "
             "'uvloop', 'botocore') if m in sys.modules)))")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
