@@ -147,9 +147,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
             async with asyncio.timeout(FIRST_SUBSCRIPTION_WAIT):
                 await bus.subscribed.wait()
 
-    checks: dict[str, Check] = {"origin": origin.ping}
-    if isinstance(cache.disk, DiskCache):
-        checks["disk"] = cache.disk.writable
+    checks: dict[str, Check] = {"origin": origin.ping, **cache.checks()}
     if link.enabled:
         checks["redis"] = link.ping
     health = Health(checks)
