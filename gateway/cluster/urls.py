@@ -12,12 +12,13 @@ logged (rate-limited) and treated as a miss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 from gateway.cluster.redis import RedisLink
 from gateway.observe.counters import Stats
-from gateway.observe.rejected import RedisRejections
-from gateway.origin.presign import KnownRead, SignedUrl, UrlCheck, expiry_of
+from gateway.observe.rejected import Kind, RedisRejections
+from gateway.origin.presign import KnownRead, SignedUrl, UrlCheck, counted, expiry_of
 
 T = TypeVar("T")
 
@@ -29,47 +30,38 @@ class RedisUrlStore:
         self._rejected = rejected
 
     async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None:
-        raw = await self._link.guarded(lambda r: r.get(self._link.keys.url(image_id)), None)
-        signed = None if raw is None else self._checked(image_id, raw, check)
-        if signed is None:
-            self._stats.url_store_misses += 1
-            return None
-        self._stats.url_store_hits += 1
-        return signed
+        def signed(url: str) -> SignedUrl:
+            problem = check(url)
+            expires_at = expiry_of(url)
+            if problem is not None or expires_at is None:
+                raise ValueError(problem or "no expiry")
+            return SignedUrl(url, expires_at)
 
-    def _checked(self, image_id: str, raw: bytes | str, check: UrlCheck) -> SignedUrl | None:
-        try:
-            url = raw.decode("ascii") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError:
-            url = "\0"  # fails the check as not a plain URL
-        problem = check(url)
-        expires_at = expiry_of(url)
-        if problem is not None or expires_at is None:
-            self._rejected("url", f"image {image_id}", problem or "no expiry")
-            return None
-        return SignedUrl(url, expires_at)
+        found = await self._read("url", image_id, self._link.keys.url(image_id), signed)
+        return counted(self._stats, "store", found)
 
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None:
         await self._link.guarded(
             lambda r: r.set(self._link.keys.url(image_id), signed.url, ex=ttl), None)
 
     async def get_known(self, image_id: str, read: KnownRead[T]) -> T | None:
-        raw = await self._link.guarded(lambda r: r.get(self._link.keys.known(image_id)), None)
-        known = None if raw is None else self._read_known(image_id, raw, read)
-        if known is None:
-            self._stats.url_known_misses += 1
-            return None
-        self._stats.url_known_hits += 1
-        return known
+        found = await self._read("known", image_id, self._link.keys.known(image_id), read)
+        return counted(self._stats, "known", found)
 
-    def _read_known(self, image_id: str, raw: bytes | str, read: KnownRead[T]) -> T | None:
+    async def _read(self, kind: Kind, image_id: str, key: str,
+                    parse: Callable[[str], T]) -> T | None:
+        """The value at ``key`` as ``parse`` reads it; None when Redis has none or it
+        fails (Redis is input: ValueError from ``parse`` says why, and is counted)."""
+        raw = await self._link.guarded(lambda r: r.get(key), None)
+        if raw is None:
+            return None
         try:
-            return read(raw.decode("ascii") if isinstance(raw, bytes) else raw)
+            return parse(raw.decode("ascii") if isinstance(raw, bytes) else raw)
         except UnicodeDecodeError:
             problem = "not ASCII"
         except ValueError as exc:
             problem = str(exc)
-        self._rejected("known", f"image {image_id}", problem)
+        self._rejected(kind, f"image {image_id}", problem)
         return None
 
     async def put_known(self, image_id: str, value: str, ttl: int) -> None:

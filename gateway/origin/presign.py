@@ -13,7 +13,7 @@ import time
 from calendar import timegm
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from botocore.utils import percent_encode
@@ -21,6 +21,7 @@ from botocore.utils import percent_encode
 from gateway.observe.counters import Stats
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 #: A stored object description back to what it says; ValueError (why) when it cannot.
 KnownRead = Callable[[str], T]
@@ -127,25 +128,14 @@ class MemoryUrlStore:
 
     async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None:
         # Nobody else writes here: what this process signed needs no check.
-        item = self._urls.get(image_id)
-        if item is None or item[1] <= time.time():
-            self._urls.pop(image_id, None)
-            self._stats.url_store_misses += 1
-            return None
-        self._stats.url_store_hits += 1
-        return item[0]
+        return counted(self._stats, "store", _unexpired(self._urls, image_id))
 
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None:
         self._urls[image_id] = (signed, time.time() + ttl)
 
     async def get_known(self, image_id: str, read: KnownRead[T]) -> T | None:
-        item = self._known.get(image_id)
-        if item is None or item[1] <= time.time():
-            self._known.pop(image_id, None)
-            self._stats.url_known_misses += 1
-            return None
-        self._stats.url_known_hits += 1
-        return read(item[0])  # written by this process: it reads back
+        text = counted(self._stats, "known", _unexpired(self._known, image_id))
+        return None if text is None else read(text)  # written by this process: it reads back
 
     async def put_known(self, image_id: str, value: str, ttl: int) -> None:
         self._known[image_id] = (value, time.time() + ttl)
@@ -153,3 +143,19 @@ class MemoryUrlStore:
     async def delete(self, image_id: str) -> None:
         self._urls.pop(image_id, None)
         self._known.pop(image_id, None)
+
+
+def _unexpired(items: dict[str, tuple[V, float]], image_id: str) -> V | None:
+    item = items.get(image_id)
+    if item is None or item[1] <= time.time():
+        items.pop(image_id, None)
+        return None
+    return item[0]
+
+
+def counted(stats: Stats, what: Literal["store", "known"], found: V | None) -> V | None:
+    """``found``, counted as a hit or a miss of a store's URLs (``url_store_*``) or of
+    what probes learned (``url_known_*``): one place for both stores' counting."""
+    name = f"url_{what}_{'misses' if found is None else 'hits'}"
+    setattr(stats, name, getattr(stats, name) + 1)
+    return found
