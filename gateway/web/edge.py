@@ -27,7 +27,6 @@ from time import perf_counter
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.model import Layer
 from gateway.web.errors import SERVER, error_answer, error_response
 from gateway.web.keys import ANSWER_LAYER, ROUTE
 from gateway.web.observability import Observer
@@ -77,8 +76,7 @@ class Edge:
                 if answer is None:  # a redirect is an answer, not an error
                     observe_failure(request.get(ROUTE, route), getattr(exc, "status", 500))
                     raise
-                request[ANSWER_LAYER] = Layer.ERROR
-                response = answer
+                response = answer  # error_answer recorded it as an ERROR answer
                 if finish is not None:
                     finish(request, answer)
             layer = request.get(ANSWER_LAYER)
