@@ -35,7 +35,8 @@ from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisLink, keys_for
 from gateway.cluster.urls import RedisUrlStore
-from gateway.config import Config, ConfigError, fill_secret, resolve_fallback
+from gateway.config import Config, ConfigError, fill_secret
+from gateway.config_checks import resolve_fallback
 from gateway.errors import BadRequest
 from gateway.model import Blob
 from gateway.observe.counters import Stats

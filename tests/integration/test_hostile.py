@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from tests.support.fakes import until
 from tests.support.images import noise_png
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.redis import keys_for
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from gateway.model import cache_key
 from gateway.web.keys import PARTS
 from tests.support.fakes import blob, until
