@@ -56,8 +56,7 @@ from gateway.singleflight import SingleFlight
 from gateway.variants.service import VariantService
 from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
-from gateway.web import admin as admin_routes
-from gateway.web import client, dashboard, handlers, openapi, stats_view
+from gateway.web import admin as admin_routes, client, dashboard, handlers, openapi, stats_view
 from gateway.web.admin import admin_guard
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.cors import ImageHeaders

@@ -30,8 +30,7 @@ from aiohttp.typedefs import Handler
 from gateway.web.errors import SERVER, error_answer, error_response
 from gateway.web.keys import ANSWER_LAYER, ROUTE
 from gateway.web.observability import Observer
-from gateway.web.requestid import HEADER as REQUEST_ID
-from gateway.web.requestid import request_id_of
+from gateway.web.requestid import HEADER as REQUEST_ID, request_id_of
 from gateway.web.signing import UrlSigner, expired
 
 #: A gate runs before the handler: an answer refuses the request, None lets it in.

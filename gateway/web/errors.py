@@ -10,8 +10,7 @@ from aiohttp import web
 from gateway.errors import Busy, GatewayError
 from gateway.model import Layer
 from gateway.web.keys import ANSWER_LAYER
-from gateway.web.requestid import HEADER as REQUEST_ID
-from gateway.web.requestid import request_id_of
+from gateway.web.requestid import HEADER as REQUEST_ID, request_id_of
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from gateway import __main__ as cli
-from gateway import server
+from gateway import __main__ as cli, server
 from gateway.cluster.redis import keys_for
 from gateway.config import Config, ConfigError
 from gateway.config_load import load
