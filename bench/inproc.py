@@ -3,7 +3,7 @@
     python -m bench.inproc [--requests 20000] [--profile memory]
 
 Raw HTTP/1.1 requests are fed to the server's real protocol object (aiohttp's
-parser, the app's middlewares and handler, the response writer) over an in-memory
+parser, the edge around the handler, the response writer) over an in-memory
 transport, on uvloop, and the process CPU time per request is reported for the
 bare aiohttp handler (bench/bare_aiohttp.py) and the gateway's hit paths. CPU time
 rather than wall time: the figure holds on a busy machine, so the hot path can be

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from gateway import server
 from gateway.config import Config, ConfigError
 from gateway.config_load import load
+from gateway.variants.spec import check_presets
 from gateway.web.signing import UrlSigner
 
 EPILOG = """\
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "sign" and path is None:
         path = os.environ.get("GATEWAY_CONFIG")  # where the old signing command looked
     try:
-        config = load(path)
+        config = load(path, checks=(check_presets,))
     except ConfigError as exc:
         print(f"image-gateway: config error: {exc}", file=sys.stderr)
         return 2

@@ -19,83 +19,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain, product
 
-from gateway.config_checks import (  # re-exported: the settings' own vocabulary
-    ASSETS as ASSETS,
-)
 from gateway.config_checks import (
-    CHECKS as CHECKS,
-)
-from gateway.config_checks import (
-    Check as Check,
-)
-from gateway.config_checks import (
-    admin_token as admin_token,
-)
-from gateway.config_checks import (
-    at_least as at_least,
-)
-from gateway.config_checks import (
-    between as between,
-)
-from gateway.config_checks import (
-    checked as checked,
-)
-from gateway.config_checks import (
-    cluster_secret as cluster_secret,
-)
-from gateway.config_checks import (
-    cors_origin as cors_origin,
-)
-from gateway.config_checks import (
-    fraction as fraction,
-)
-from gateway.config_checks import (
-    header_value as header_value,
-)
-from gateway.config_checks import (
-    host_port as host_port,
-)
-from gateway.config_checks import (
-    ip_network as ip_network,
-)
-from gateway.config_checks import (
-    matches as matches,
-)
-from gateway.config_checks import (
-    not_empty as not_empty,
-)
-from gateway.config_checks import (
-    one_of as one_of,
-)
-from gateway.config_checks import (
-    optional as optional,
-)
-from gateway.config_checks import (
-    positive as positive,
-)
-from gateway.config_checks import (
-    readable_file as readable_file,
-)
-from gateway.config_checks import (
-    readable_path as readable_path,
-)
-from gateway.config_checks import (
-    resolve_fallback as resolve_fallback,
-)
-from gateway.config_checks import (
-    rule as rule,
-)
-from gateway.config_checks import (
-    signing_key as signing_key,
-)
-from gateway.config_checks import (
-    split_signing_key as split_signing_key,
-)
-from gateway.config_checks import (
-    tcp_port as tcp_port,
-)
-from gateway.config_checks import (
-    url as url,
+    CHECKS,
+    admin_token,
+    at_least,
+    between,
+    checked,
+    cluster_secret,
+    cors_origin,
+    fraction,
+    header_value,
+    host_port,
+    ip_network,
+    matches,
+    not_empty,
+    one_of,
+    optional,
+    positive,
+    readable_file,
+    readable_path,
+    signing_key,
+    tcp_port,
+    url,
 )
 
 MiB = 1024 * 1024

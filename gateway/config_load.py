@@ -13,15 +13,18 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.config import Config, ConfigError, GiB, MiB, PresetsConfig, S3Config
 
+#: A check of the whole settings that needs more than config.py knows (ConfigError).
+Check = Callable[[Config], None]
+
 
 def load(path: str | os.PathLike[str] | None = None,
-         environ: Mapping[str, str] | None = None) -> Config:
-    """Read the TOML file (if any), apply the environment, validate."""
+         environ: Mapping[str, str] | None = None, checks: Sequence[Check] = ()) -> Config:
+    """Read the TOML file (if any), apply the environment, validate, run ``checks``."""
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     if path is not None:
@@ -32,10 +35,11 @@ def load(path: str | os.PathLike[str] | None = None,
             raise ConfigError(f"--config: cannot read {str(path)!r}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"--config: {str(path)!r} is not valid TOML: {exc}") from None
-    return from_mapping(data, environ)
+    return from_mapping(data, environ, checks)
 
 
-def from_mapping(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+def from_mapping(data: Mapping[str, Any], environ: Mapping[str, str],
+                 checks: Sequence[Check] = ()) -> Config:
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for name, cls in hints.items():
@@ -50,7 +54,10 @@ def from_mapping(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     credentials = _aws_credentials(sections["s3"], environ)
     sections["s3"] = dataclasses.replace(sections["s3"], **credentials)
     config = Config(**sections).validate()
-    check_presets(config)
+    if config.variants.presets_only and not config.presets.named:
+        raise ConfigError("variants.presets_only: true needs at least one preset in [presets]")
+    for check in checks:
+        check(config)
     return config
 
 
@@ -70,20 +77,6 @@ def _presets(raw: Mapping[str, Any], environ: Mapping[str, str]) -> PresetsConfi
         if not isinstance(query, str):
             raise ConfigError(f"presets.{name}: {query!r} is not a string")
     return PresetsConfig(tuple((n, q) for n, q in named.items() if q))
-
-
-def check_presets(config: Config) -> None:
-    """Each preset's query as a request would give it: within the allowlists."""
-    if config.variants.presets_only and not config.presets.named:
-        raise ConfigError("variants.presets_only: true needs at least one preset in [presets]")
-    # Imported here: only a config with presets needs the variant rules (and Pillow).
-    from gateway.errors import BadRequest
-    from gateway.variants.spec import preset_specs
-
-    try:
-        preset_specs(config.presets, config.transform, frozenset(config.transform.formats))
-    except BadRequest as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _aws_credentials(s3: S3Config, environ: Mapping[str, str]) -> dict[str, str]:

@@ -102,6 +102,13 @@ class Unavailable(GatewayError, status=503, message="dependency unavailable, ret
     """A dependency needed for this operation (not for serving) is down."""
 
 
+class AliasesFull(GatewayError, status=507,
+                  message="alias store full: without redis.url one process keeps a "
+                          "bounded number of aliases; remove one first"):
+    """Without Redis the process's own map is the only copy of the aliases: a new one
+    beyond its bound is refused rather than silently dropping the oldest."""
+
+
 # -- variants ----------------------------------------------------------------------------
 
 class TransformError(GatewayError, status=422, message="image cannot be transformed"):

@@ -117,7 +117,7 @@ class ImageService:
             if isinstance(entry, Blob) and entry.meta.expires_at - now < self.refresh_ahead:
                 self._refresh_soon(image_id, key, entry)
             return hit
-        if self.cache.disk_enabled:
+        if found.disk_missed:
             stats.disk.misses += 1
         return await self._from_origin(image_id, key, found.stale, now)
 

@@ -18,23 +18,30 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class ByteLRU(Generic[K, V]):
-    def __init__(self, max_bytes: int, *, size_of: Callable[[V], int],
-                 image_of: Callable[[K, V], str]) -> None:
-        self.max_bytes = max_bytes
-        self._size_of = size_of
-        self._image_of = image_of
-        self._entries: OrderedDict[K, V] = OrderedDict()  # least recently used first
-        self._keys_by_image: dict[str, set[K]] = {}
+class _Ordered(Generic[K, V]):
+    """Entries least recently used first, and what they weigh together."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self._size = 0
 
     @property
     def size(self) -> int:
-        """The bytes of every entry, as ``size_of`` measures them."""
+        """What every entry weighs, as the map's ``size_of`` measures them."""
         return self._size
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class ByteLRU(_Ordered[K, V]):
+    def __init__(self, max_bytes: int, *, size_of: Callable[[V], int],
+                 image_of: Callable[[K, V], str]) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self._size_of = size_of
+        self._image_of = image_of
+        self._keys_by_image: dict[str, set[K]] = {}
 
     def __contains__(self, key: K) -> bool:
         return key in self._entries
@@ -113,3 +120,53 @@ class ByteLRU(Generic[K, V]):
     def _index(self, key: K, value: V) -> None:
         self._size += self._size_of(value)
         self._keys_by_image.setdefault(self._image_of(key, value), set()).add(key)
+
+
+class BoundedLRU(_Ordered[K, V]):
+    """A least-recently-used map that keeps itself within ``max_size``: each entry
+    weighs ``size_of(key, value)`` (1 by default: a bound on the count), and a store
+    drops the least recently used until the rest fits. ``get`` makes an entry the
+    most recently used, ``peek`` does not (a map read only with ``peek`` is a FIFO by
+    the last store). For small in-process maps (aliases, remembered misses); the
+    cache layers use ByteLRU, whose per-image index and caller-driven eviction
+    they need."""
+
+    def __init__(self, max_size: int, size_of: Callable[[K, V], int] | None = None) -> None:
+        super().__init__()
+        self.max_size = max_size
+        self._size_of = size_of
+
+    def get(self, key: K) -> V | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def peek(self, key: K) -> V | None:
+        return self._entries.get(key)
+
+    def put(self, key: K, value: V) -> bool:
+        """Store ``value`` as the most recently used; False (nothing stored) when it
+        alone weighs more than ``max_size``."""
+        weight = 1 if self._size_of is None else self._size_of(key, value)
+        if weight > self.max_size:
+            return False
+        self.pop(key)
+        self._entries[key] = value
+        self._size += weight
+        while self._size > self.max_size:
+            self._drop(*self._entries.popitem(last=False))
+        return True
+
+    def pop(self, key: K) -> V | None:
+        value = self._entries.pop(key, None)
+        if value is not None:
+            self._drop(key, value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._size = 0
+
+    def _drop(self, key: K, value: V) -> None:
+        self._size -= 1 if self._size_of is None else self._size_of(key, value)

@@ -8,13 +8,15 @@ Keys are the original's cache key (its version and key): every variant of
 the image shares it, and a purge or an upload, which moves the version, ends it
 at once. An entry is dropped when it is older than ``ttl``; when the bound is
 reached the oldest goes first. With one TTL for every entry, insertion order is
-expiry order, so a plain FIFO is also the right eviction order.
+expiry order, so a plain FIFO is also the right eviction order: a BoundedLRU that
+is only ever peeked at.
 """
 
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
+
+from gateway.cache.lru import BoundedLRU
 
 #: What an entry costs besides its key string: its float, the dict slot and the
 #: OrderedDict's link (measured with tracemalloc: 70-90 bytes; tests/unit/cache/
@@ -22,7 +24,7 @@ from collections import OrderedDict
 ENTRY_OVERHEAD = 160
 
 
-def _cost(key: str) -> int:
+def _cost(key: str, since: float = 0.0) -> int:
     return sys.getsizeof(key) + ENTRY_OVERHEAD
 
 
@@ -30,8 +32,7 @@ class NegativeCache:
     def __init__(self, ttl: float, max_bytes: int) -> None:
         self.ttl = ttl
         self.max_bytes = max_bytes
-        self._since: OrderedDict[str, float] = OrderedDict()  # oldest first
-        self._size = 0
+        self._since: BoundedLRU[str, float] = BoundedLRU(max_bytes, _cost)  # oldest first
 
     @property
     def enabled(self) -> bool:
@@ -39,7 +40,7 @@ class NegativeCache:
 
     @property
     def size_bytes(self) -> int:
-        return self._size
+        return self._since.size
 
     def __len__(self) -> int:
         return len(self._since)
@@ -47,19 +48,13 @@ class NegativeCache:
     def remember(self, key: str, since: float) -> None:
         """The origin said ``key`` is missing, in an answer to a request sent at
         ``since``: the entry counts from then, not from when the answer came."""
-        if not self.enabled or _cost(key) > self.max_bytes:
-            return
-        self.forget(key)
-        self._since[key] = since
-        self._size += _cost(key)
-        while self._size > self.max_bytes:
-            oldest, _ = self._since.popitem(last=False)
-            self._size -= _cost(oldest)
+        if self.enabled:
+            self._since.put(key, since)
 
     def since(self, key: str, now: float) -> float | None:
         """When the origin was asked about ``key`` (it said missing), or None when
         nothing still valid is remembered."""
-        since = self._since.get(key)
+        since = self._since.peek(key)  # never moved: the oldest stays first
         if since is None:
             return None
         if now >= since + self.ttl:
@@ -68,9 +63,7 @@ class NegativeCache:
         return since
 
     def forget(self, key: str) -> None:
-        if self._since.pop(key, None) is not None:
-            self._size -= _cost(key)
+        self._since.pop(key)
 
     def clear(self) -> None:
         self._since.clear()
-        self._size = 0

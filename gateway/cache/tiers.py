@@ -38,12 +38,12 @@ from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.negative import NegativeCache
 from gateway.model import Blob, Entry, FileBlob, Layer, ObjectMeta, Served, cache_key
+from gateway.observe.health import Check
 
 
 class NoDisk:
     """The disk layer when ``disk.enabled`` is false: finds nothing, keeps nothing."""
 
-    enabled = False
     size_bytes = 0
     entry_count = 0
     max_bytes = 0
@@ -67,10 +67,12 @@ class NoDisk:
 @dataclass(slots=True)
 class Lookup:
     """What the layers hold for one key: a fresh entry with its layer, or (maybe) an
-    expired copy. Whoever receives a FileBlob in either closes it."""
+    expired copy. Whoever receives a FileBlob in either closes it. ``disk_missed``:
+    a disk was asked and had no fresh copy (a miss to count; never without a disk)."""
 
     hit: Served | None = None
     stale: Entry | None = None
+    disk_missed: bool = False
 
 
 class TieredCache:
@@ -87,10 +89,7 @@ class TieredCache:
         self.version_horizon = version_horizon  # 0: versions are never forgotten
         self._sweep_every = min(version_horizon / 16, 3600.0)
         self._next_sweep = clock() + self._sweep_every
-
-    @property
-    def disk_enabled(self) -> bool:
-        return isinstance(self.disk, DiskCache)
+        self._has_disk = isinstance(disk, DiskCache)  # the only place that asks
 
     def version_of(self, image_id: str) -> int:
         return self.versions.get(image_id, 0)
@@ -140,10 +139,10 @@ class TieredCache:
                 self.memory.put_nowait(key, entry)
             return Lookup(Served(Layer.DISK, entry))
         if blob is None:
-            return Lookup(stale=entry)
+            return Lookup(stale=entry, disk_missed=self._has_disk)
         if entry is not None:
             entry.close()
-        return Lookup(stale=blob)
+        return Lookup(stale=blob, disk_missed=self._has_disk)
 
     def fresh_in_memory(self, key: str, now: float) -> Blob | None:
         """The hot path: a fresh (and trusted) memory entry, with no coroutine and no
@@ -254,6 +253,10 @@ class TieredCache:
         await self.disk.clear()
         return counts
 
+    def checks(self) -> dict[str, Check]:
+        """Readiness checks of the layers, by name: the disk's, when there is one."""
+        return {"disk": self.disk.writable} if isinstance(self.disk, DiskCache) else {}
+
     def gauges(self) -> dict[str, float]:
         """Sizes and bounds of each layer, for metrics."""
         out: dict[str, float] = {"memory.bytes": self.memory.size_bytes,
@@ -263,7 +266,7 @@ class TieredCache:
             out.update({"negative.bytes": self.negative.size_bytes,
                         "negative.entries": len(self.negative),
                         "negative.limit": self.negative.max_bytes})
-        if self.disk_enabled:
+        if self._has_disk:
             out.update({"disk.bytes": self.disk.size_bytes,
                         "disk.entries": self.disk.entry_count,
                         "disk.limit": self.disk.max_bytes})

@@ -12,15 +12,15 @@ on every request.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from gateway.cache.lru import BoundedLRU
 from gateway.cluster.redis import RedisKeys, RedisLink
-from gateway.errors import BadRequest
+from gateway.errors import AliasesFull, BadRequest
 from gateway.model import validate_key, validate_user_id
 from gateway.observe.rejected import RedisRejections
 
@@ -45,14 +45,12 @@ class AliasStore:
                  max_local: int = 100_000) -> None:
         self._link = link
         self._rejected = rejected
-        self._max_local = max_local
         # Without Redis this is the store itself; with Redis, a cache of it.
-        self._local: OrderedDict[str, str] = OrderedDict()
+        self._local: BoundedLRU[str, str] = BoundedLRU(max_local)
 
     async def resolve(self, user_id: str) -> str | None:
         known = self._local.get(user_id)
         if known is not None:
-            self._local.move_to_end(user_id)
             return known or None
         raw: Any = await self._link.guarded(
             lambda r: r.get(self._link.keys.user(user_id)), _FAILED)
@@ -66,6 +64,9 @@ class AliasStore:
 
     async def set(self, user_id: str, image_id: str) -> None:
         if not self._link.enabled:
+            local = self._local
+            if local.peek(user_id) is None and len(local) >= local.max_size:
+                raise AliasesFull()  # the only copy: dropping the oldest would lose it
             self._remember(user_id, image_id)
             return
         await self._link.required(lambda r: r.set(self._link.keys.user(user_id), image_id),
@@ -79,17 +80,14 @@ class AliasStore:
         self.forget(user_id)
 
     def forget(self, user_id: str) -> None:
-        self._local.pop(user_id, None)
+        self._local.pop(user_id)
 
     def forget_all(self) -> None:
         if self._link.enabled:
             self._local.clear()
 
     def _remember(self, user_id: str, image_id: str) -> None:
-        self._local[user_id] = image_id
-        self._local.move_to_end(user_id)
-        while len(self._local) > self._max_local:
-            self._local.popitem(last=False)
+        self._local.put(user_id, image_id)
 
 
 _FAILED = object()

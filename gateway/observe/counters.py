@@ -61,10 +61,3 @@ class Stats:
         for f in fields(self):
             setattr(self, f.name, f.default_factory() if callable(f.default_factory)
                     else f.default)
-
-    def as_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = dict(vars(value)) if isinstance(value, LayerCounters) else value
-        return out

@@ -48,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.observe.aggregate import Aggregate, Baseline, combine
 from gateway.observe.counters import Stats
@@ -71,9 +71,6 @@ from gateway.observe.snapshot import (
     stats_counters,
 )
 
-if TYPE_CHECKING:  # types only: Redis stays out of this module's imports
-    from gateway.cluster.redis import RedisHealth
-
 log = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 1.0  # seconds between two publications of a worker's snapshot
@@ -86,9 +83,20 @@ TOP_PUBLISHED = 100  # entries of each top list a worker publishes
 Figures = Callable[[], tuple[dict[str, float], dict[str, float]]]
 
 
+class RedisState(Protocol):
+    """What a snapshot reports of Redis (cluster/redis.RedisHealth is one): cluster/
+    sits above observe/, so the hub names only what it reads."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def failures(self) -> int: ...
+
+
 class StatsHub:
     def __init__(self, *, stats: Stats, recorder: Recorder, figures: Figures,
-                 redis_health: RedisHealth | None, shared_dir: str | Path | None,
+                 redis_health: RedisState | None, shared_dir: str | Path | None,
                  on_clear: Callable[[], Awaitable[None]] | None = None,
                  publish_interval: float = PUBLISH_INTERVAL,
                  history_step: float = HISTORY_STEP,

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.cache.disk.files import atomic_write
+from gateway.files import atomic_write
 from gateway.observe.aggregate import Baseline
 from gateway.observe.snapshot import Snapshot
 

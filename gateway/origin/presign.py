@@ -1,14 +1,9 @@
-"""Presigned-URL store: Redis (shared by every replica) or in-process.
-
-Redis is a cache here, never the only copy: when it fails the store answers
-"miss" and the caller signs locally, so an outage costs a signature (local CPU),
-not a request. Errors are counted on ``RedisHealth`` for /readyz and metrics.
-
-Redis is also input, not truth: a URL read from it is used only if
-``StoredUrlCheck`` finds it is one this deployment would have signed for that very
-key (same endpoint, bucket, key; SigV4, not expired). Anything else is counted and
-treated as a miss: the caller signs a fresh one, and no request leaves for a host,
-bucket or key that Redis names.
+"""Presigned URLs: what one is (SignedUrl, its expiry), the UrlStore the S3 origin
+keeps them in (the in-process one here; Redis's is cluster/urls.py), and
+``StoredUrlCheck``: whether a stored URL is one this deployment would have signed
+for that very key (same endpoint, bucket, key; SigV4, not expired). A store hands
+every URL it did not write itself to that check; a URL that fails it is treated as
+a miss, so no request leaves for a host, bucket or key that a shared store names.
 """
 
 from __future__ import annotations
@@ -18,16 +13,15 @@ import time
 from calendar import timegm
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from botocore.utils import percent_encode
 
-from gateway.cluster.redis import RedisLink
 from gateway.observe.counters import Stats
-from gateway.observe.rejected import RedisRejections
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 #: A stored object description back to what it says; ValueError (why) when it cannot.
 KnownRead = Callable[[str], T]
@@ -134,25 +128,14 @@ class MemoryUrlStore:
 
     async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None:
         # Nobody else writes here: what this process signed needs no check.
-        item = self._urls.get(image_id)
-        if item is None or item[1] <= time.time():
-            self._urls.pop(image_id, None)
-            self._stats.url_store_misses += 1
-            return None
-        self._stats.url_store_hits += 1
-        return item[0]
+        return counted(self._stats, "store", _unexpired(self._urls, image_id))
 
     async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None:
         self._urls[image_id] = (signed, time.time() + ttl)
 
     async def get_known(self, image_id: str, read: KnownRead[T]) -> T | None:
-        item = self._known.get(image_id)
-        if item is None or item[1] <= time.time():
-            self._known.pop(image_id, None)
-            self._stats.url_known_misses += 1
-            return None
-        self._stats.url_known_hits += 1
-        return read(item[0])  # written by this process: it reads back
+        text = counted(self._stats, "known", _unexpired(self._known, image_id))
+        return None if text is None else read(text)  # written by this process: it reads back
 
     async def put_known(self, image_id: str, value: str, ttl: int) -> None:
         self._known[image_id] = (value, time.time() + ttl)
@@ -162,61 +145,17 @@ class MemoryUrlStore:
         self._known.pop(image_id, None)
 
 
-class RedisUrlStore:
-    def __init__(self, link: RedisLink, stats: Stats, rejected: RedisRejections) -> None:
-        self._link = link
-        self._stats = stats
-        self._rejected = rejected
-
-    async def get(self, image_id: str, check: UrlCheck) -> SignedUrl | None:
-        raw = await self._link.guarded(lambda r: r.get(self._link.keys.url(image_id)), None)
-        signed = None if raw is None else self._checked(image_id, raw, check)
-        if signed is None:
-            self._stats.url_store_misses += 1
-            return None
-        self._stats.url_store_hits += 1
-        return signed
-
-    def _checked(self, image_id: str, raw: bytes | str, check: UrlCheck) -> SignedUrl | None:
-        try:
-            url = raw.decode("ascii") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError:
-            url = "\0"  # fails the check as not a plain URL
-        problem = check(url)
-        expires_at = expiry_of(url)
-        if problem is not None or expires_at is None:
-            self._rejected("url", f"image {image_id}", problem or "no expiry")
-            return None
-        return SignedUrl(url, expires_at)
-
-    async def put(self, image_id: str, signed: SignedUrl, ttl: int) -> None:
-        await self._link.guarded(
-            lambda r: r.set(self._link.keys.url(image_id), signed.url, ex=ttl), None)
-
-    async def get_known(self, image_id: str, read: KnownRead[T]) -> T | None:
-        raw = await self._link.guarded(lambda r: r.get(self._link.keys.known(image_id)), None)
-        known = None if raw is None else self._read_known(image_id, raw, read)
-        if known is None:
-            self._stats.url_known_misses += 1
-            return None
-        self._stats.url_known_hits += 1
-        return known
-
-    def _read_known(self, image_id: str, raw: bytes | str, read: KnownRead[T]) -> T | None:
-        try:
-            return read(raw.decode("ascii") if isinstance(raw, bytes) else raw)
-        except UnicodeDecodeError:
-            problem = "not ASCII"
-        except ValueError as exc:
-            problem = str(exc)
-        self._rejected("known", f"image {image_id}", problem)
+def _unexpired(items: dict[str, tuple[V, float]], image_id: str) -> V | None:
+    item = items.get(image_id)
+    if item is None or item[1] <= time.time():
+        items.pop(image_id, None)
         return None
+    return item[0]
 
-    async def put_known(self, image_id: str, value: str, ttl: int) -> None:
-        await self._link.guarded(
-            lambda r: r.set(self._link.keys.known(image_id), value, ex=ttl), None)
 
-    async def delete(self, image_id: str) -> None:
-        keys = self._link.keys
-        await self._link.guarded(lambda r: r.delete(keys.url(image_id), keys.known(image_id)),
-                                 None, when_down=True)
+def counted(stats: Stats, what: Literal["store", "known"], found: V | None) -> V | None:
+    """``found``, counted as a hit or a miss of a store's URLs (``url_store_*``) or of
+    what probes learned (``url_known_*``): one place for both stores' counting."""
+    name = f"url_{what}_{'misses' if found is None else 'hits'}"
+    setattr(stats, name, getattr(stats, name) + 1)
+    return found

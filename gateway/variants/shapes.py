@@ -1,5 +1,5 @@
 """What a variant is made into, as plain values: no Pillow here, so the settings
-check (config_load -> variants.spec) can judge presets without loading it."""
+check (variants.spec.check_presets, run by the CLI) can judge presets without it."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 from multidict import MultiDict, MultiMapping
 
-from gateway.config import PresetsConfig, TransformConfig, VariantsConfig
+from gateway.config import Config, ConfigError, PresetsConfig, TransformConfig, VariantsConfig
 from gateway.errors import BadRequest
 from gateway.variants.shapes import FITS, LOSSY, Geometry, Output
 
@@ -173,6 +173,15 @@ def preset_specs(presets: PresetsConfig, config: TransformConfig,
             raise BadRequest(f"presets.{name}: {exc.detail}") from None
         found[name] = query
     return found
+
+
+def check_presets(config: Config) -> None:
+    """Each preset's query as a request would give it, at start-up (ConfigError names
+    it): for config_load, which sits below the variant rules and is handed this."""
+    try:
+        preset_specs(config.presets, config.transform, frozenset(config.transform.formats))
+    except BadRequest as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _placeholder(query: MultiMapping[str]) -> str | None:

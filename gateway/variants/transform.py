@@ -49,8 +49,10 @@ from typing import Final, TypeVar, TypeVarTuple
 from PIL import Image, ImageCms, ImageOps, features
 
 from gateway.errors import Busy, TooManyPixels, Undecodable
-from gateway.variants.shapes import Geometry as Geometry  # re-exported: callers know it here
-from gateway.variants.shapes import Output as Output
+from gateway.variants.shapes import (
+    Geometry as Geometry,  # re-exported: callers know it here
+    Output as Output,
+)
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,12 @@
 Both formats carry the same facts: the client (X-Forwarded-For believed only
 from a trusted proxy, see clientaddr.py), the request (its target as sent, still
 percent-encoded: decoded, ``user%2F42`` and ``user/42`` would read alike though they
-name different things), the status, the body bytes, the layer that answered
-(X-Cache), the duration, the request id (``X-Request-Id``, web/requestid.py) and,
-when the request was traced, its trace id. The lines go to stdout through the ``gateway.access``
-logger with nothing around them, so a log shipper can read the JSON as it is; the
+name different things), the status, the body bytes, the layer that answered (as
+recorded on the request, web/keys.ANSWER_LAYER; "-" for an answer that is neither
+a picture nor an error, such as /healthz or /url), the duration, the request id
+(``X-Request-Id``, web/requestid.py) and, when the request was traced, its trace
+id. The lines go to stdout through the ``gateway.access`` logger with nothing
+around them, so a log shipper can read the JSON as it is; the
 service's own log stays on stderr.
 
     {"ts":1718000000.123,"client":"203.0.113.7","method":"GET","path":"/images/a.png",
@@ -32,12 +34,10 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from gateway.config import ServerConfig
 from gateway.web.clientaddr import ClientAddress
-from gateway.web.keys import TRACE_ID
+from gateway.web.keys import ANSWER_LAYER, TRACE_ID
 from gateway.web.requestid import HEADER as REQUEST_ID
 
 ACCESS_LOGGER = "gateway.access"
-# Kept for callers of the old API; the classic line is now built by the logger class.
-CLASSIC = '%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i" %{X-Cache}o %Tf'
 _NO_BODY = frozenset({204, 304})
 
 
@@ -72,9 +72,10 @@ def make_access_logger(client_address: ClientAddress,
         def log(self, request: BaseRequest, response: StreamResponse, time_: float) -> None:
             headers = request.headers
             client = client_address.of(request.remote, headers.get("X-Forwarded-For"))
-            layer = response.headers.get("X-Cache", "-")
+            answered = request.get(ANSWER_LAYER)  # recorded by whoever made the answer
+            layer = "-" if answered is None else answered.value
             size = body_bytes(request, response)
-            # Every answer got one in on_response_prepare; "-" for one that never did.
+            # The edge gives every answer one; "-" for one that never passed it.
             request_id = response.headers.get(REQUEST_ID, "-")
             trace_id = request.get(TRACE_ID)
             if json_format:

@@ -35,7 +35,9 @@ from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisLink, deployment_of, keys_for
-from gateway.config import Config, ConfigError, fill_secret, resolve_fallback
+from gateway.cluster.urls import RedisUrlStore
+from gateway.config import Config, ConfigError, fill_secret
+from gateway.config_checks import resolve_fallback
 from gateway.errors import BadRequest
 from gateway.model import Blob
 from gateway.observe.counters import Stats
@@ -46,7 +48,7 @@ from gateway.observe.rejected import RedisRejections
 from gateway.observe.shared import SHARED_DIR_ENV
 from gateway.origin import Origin, Uploadable
 from gateway.origin.local import LocalOrigin
-from gateway.origin.presign import MemoryUrlStore, RedisUrlStore, UrlStore
+from gateway.origin.presign import MemoryUrlStore, UrlStore
 from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
 from gateway.origin.s3 import S3Origin
 from gateway.origin.timed import TimedOrigin
@@ -55,8 +57,7 @@ from gateway.singleflight import SingleFlight
 from gateway.variants.service import VariantService
 from gateway.variants.spec import VariantRules
 from gateway.variants.transform import TransformPool, available_formats, configure_pillow
-from gateway.web import admin as admin_routes
-from gateway.web import client, dashboard, handlers, openapi, stats_view
+from gateway.web import admin as admin_routes, client, dashboard, handlers, openapi, stats_view
 from gateway.web.admin import admin_check, admin_guard
 from gateway.web.clientaddr import ClientAddress
 from gateway.web.cors import ImageHeaders
@@ -153,9 +154,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
             async with asyncio.timeout(FIRST_SUBSCRIPTION_WAIT):
                 await bus.subscribed.wait()
 
-    checks: dict[str, Check] = {"origin": origin.ping}
-    if isinstance(cache.disk, DiskCache):
-        checks["disk"] = cache.disk.writable
+    checks: dict[str, Check] = {"origin": origin.ping, **cache.checks()}
     if link.enabled:
         checks["redis"] = link.ping
     health = Health(checks)

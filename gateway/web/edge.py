@@ -34,12 +34,10 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
-from gateway.model import Layer
 from gateway.web.errors import SERVER, client_left, error_answer, error_response
 from gateway.web.keys import ANSWER_LAYER, ROUTE
 from gateway.web.observability import Observer
-from gateway.web.requestid import HEADER as REQUEST_ID
-from gateway.web.requestid import request_id_of
+from gateway.web.requestid import HEADER as REQUEST_ID, request_id_of
 from gateway.web.signing import UrlSigner, expired
 
 #: A gate runs before the handler: an answer refuses the request, None lets it in.
@@ -89,8 +87,7 @@ class Edge:
                 if answer is None:  # a redirect is an answer, not an error
                     observe_failure(request.get(ROUTE, route), getattr(exc, "status", 500))
                     raise
-                request[ANSWER_LAYER] = Layer.ERROR
-                response = answer
+                response = answer  # error_answer recorded it as an ERROR answer
                 if finish is not None:
                     finish(request, answer)
             layer = request.get(ANSWER_LAYER)

@@ -8,9 +8,10 @@ from http import HTTPStatus
 from aiohttp import web
 
 from gateway.errors import Busy, GatewayError
+from gateway.model import Layer
 from gateway.observe.throttle import Throttled
-from gateway.web.requestid import HEADER as REQUEST_ID
-from gateway.web.requestid import request_id_of
+from gateway.web.keys import ANSWER_LAYER
+from gateway.web.requestid import HEADER as REQUEST_ID, request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ _HTTP_ANSWERS = {404: "not found", 405: "method not allowed",
 
 def error_response(status: int, message: str, request: web.BaseRequest) -> web.Response:
     """The JSON error answer; its body and X-Request-Id name the request, so a user's
-    report can be matched to the access log line."""
+    report can be matched to the access log line. Recorded on the request as an
+    ERROR answer, as image_response records its layer."""
+    request[ANSWER_LAYER] = Layer.ERROR
     request_id = request_id_of(request.headers)
     headers = {"Cache-Control": "no-store", "X-Cache": "ERROR",
                "X-Content-Type-Options": "nosniff", "Server": SERVER, REQUEST_ID: request_id}

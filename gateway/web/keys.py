@@ -41,8 +41,9 @@ class Parts:
 
 PARTS = web.AppKey("parts", Parts)
 
-#: The layer an image answer came from (set where the response is made), read by the
-#: edge's Observer: nothing re-reads X-Cache to learn what the service did.
+#: The layer an image answer came from, or ERROR (set where the response is made:
+#: web/responses.image_response, web/errors.error_response), read by the edge's
+#: Observer, the access log and tracing: nothing re-reads X-Cache to learn it.
 ANSWER_LAYER = web.RequestKey("answer_layer", Layer)
 
 #: The route an /images/ path names (web/paths.py), set once the raw path is parsed:
@@ -53,5 +54,5 @@ ROUTE = web.RequestKey("route", str)
 IMAGE_KEY = web.RequestKey("image_key", str)
 
 #: The trace id (32 hex digits) of a traced request, for its access log line; set only
-#: when tracing is on (gateway/observe/tracing.py).
+#: when tracing is on (gateway/web/tracing.py).
 TRACE_ID = web.RequestKey("trace_id", str)

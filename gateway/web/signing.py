@@ -22,7 +22,7 @@ import hmac
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gateway.config import split_signing_key
+from gateway.config_checks import split_signing_key
 
 if TYPE_CHECKING:  # the CLI signs without loading the server's libraries
     from multidict import MultiMapping

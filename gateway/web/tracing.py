@@ -233,9 +233,8 @@ async def _annotate(request: web.Request, handler: Handler) -> web.StreamRespons
     if route is not None:  # an /images/ route: the one the handler saw in the raw path
         _name(span, request.method, route)
     layer = request.get(ANSWER_LAYER)
-    cache = layer.value if layer is not None else response.headers.get("X-Cache")
-    if cache is not None:
-        span.set_attribute("image_gateway.cache", cache)
+    if layer is not None:
+        span.set_attribute("image_gateway.cache", layer.value)
     key = request.get(IMAGE_KEY)
     if key is not None:
         span.set_attribute("image_gateway.key_hash", key_hash(key))

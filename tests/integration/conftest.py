@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.config import ASSETS, Config
+from gateway.config import Config
+from gateway.config_checks import ASSETS
 from gateway.config_load import from_mapping
 from gateway.web.app import create_app
 

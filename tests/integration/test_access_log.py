@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from gateway.web.accesslog import ACCESS_LOGGER, access_log_settings, setup_access_log_output
 from gateway.web.app import create_app
 

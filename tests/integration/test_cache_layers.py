@@ -28,8 +28,7 @@ from gateway.service import ImageService
 from gateway.web.app import create_app
 from gateway.web.keys import PARTS
 from tests.support.fakes import until
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 TEMP_PREFIX = ".tmp-"  # gateway/cache/disk.py names its temp files like this

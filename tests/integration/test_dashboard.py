@@ -8,7 +8,7 @@ import re
 import aiohttp
 import pytest
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from gateway.web.app import create_app
 from tests.support.browser import Browser
 

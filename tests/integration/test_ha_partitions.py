@@ -31,8 +31,7 @@ import pytest
 from tests.support import free_port, wait_for
 from tests.support.fakes import until
 from tests.support.gateway_process import GatewayProcess
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 from tests.support.netns import Topology, skip_reason
 from tests.support.nginx import SHIPPED_CONF, NginxServer, render_nginx_conf
 from tests.support.redis_server import RedisServer

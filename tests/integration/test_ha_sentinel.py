@@ -18,8 +18,7 @@ from redis.asyncio import Redis
 from gateway.cluster.redis import keys_for
 from gateway.config_load import load
 from tests.support.fakes import until
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 from tests.support.sentinel import MASTER_NAME, SentinelSet
 
 TOKEN = "test-admin-token-0123456789"

@@ -13,8 +13,7 @@ from yarl import URL
 
 from gateway.web.keys import PARTS
 from gateway.web.signing import UrlSigner
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 
 FAST = {"connect_timeout": 0.5, "read_timeout": 0.5, "retry_backoff": 0.01}
 

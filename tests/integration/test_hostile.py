@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from tests.support.fakes import until
 from tests.support.images import noise_png
 
@@ -148,7 +148,7 @@ MALFORMED = {
 
 @pytest.mark.timeout(60)
 async def test_protocol_errors_follow_the_error_rules(spawn_gateway):
-    """Refused by aiohttp's parser, before any middleware: still the gateway's JSON answer
+    """Refused by aiohttp's parser, before any handler or edge: still the gateway's JSON answer
     that quotes nothing back, counted, and logged as one WARNING line, no traceback."""
     gateway = await asyncio.to_thread(spawn_gateway, {"GATEWAY_ADMIN_TOKEN": TOKEN})
     for what, (request, message) in MALFORMED.items():

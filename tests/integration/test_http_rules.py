@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from yarl import URL
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 
 PFP = (ASSETS / "default_pfp.png").read_bytes()
 #: The default http.cache_control (config/gateway.toml).

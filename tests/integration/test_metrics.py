@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 
 PFP = (ASSETS / "default_pfp.png").read_bytes()
 TOKEN = "metrics-test-token-0123456789"

@@ -17,8 +17,7 @@ from redis.asyncio import Redis
 from gateway.cluster.redis import keys_for
 from gateway.web.keys import PARTS
 from tests.support.fakes import until
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

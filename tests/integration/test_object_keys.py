@@ -16,8 +16,7 @@ from gateway.model import encode_key
 from gateway.web.keys import PARTS
 from gateway.web.paths import image_path
 from tests.support.fakes import until
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 
 TOKEN = "keys-test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -28,8 +28,7 @@ from gateway.web.keys import PARTS
 from tests.support import free_port
 from tests.support.fakes import until
 from tests.support.gateway_process import GatewayProcess
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 from tests.support.proxy import FaultProxy
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Bucket

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from tests.support.redbot import lint
 
 PFP = (ASSETS / "default_pfp.png").read_bytes()

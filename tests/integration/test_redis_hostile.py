@@ -21,12 +21,11 @@ from redis.asyncio import Redis
 
 from gateway.cluster.fill import FillCodec, fill_key
 from gateway.cluster.redis import keys_for
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from gateway.model import cache_key
 from gateway.web.keys import PARTS
 from tests.support.fakes import blob, until
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 from tests.support.proxy import FaultProxy
 
 TOKEN = "hostile-test-token-0123456789"

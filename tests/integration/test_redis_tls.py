@@ -21,8 +21,7 @@ from gateway.config import RedisConfig
 from gateway.config_load import load
 from tests.support import free_port
 from tests.support.fakes import until
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 from tests.support.redis_server import RedisServer
 from tests.support.tls import Issued, ThrowawayCA
 

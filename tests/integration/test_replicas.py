@@ -13,8 +13,7 @@ from yarl import URL
 from gateway.cluster.redis import keys_for
 from gateway.config_load import load
 from tests.support.fakes import until
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

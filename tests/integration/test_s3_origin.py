@@ -9,8 +9,7 @@ import aiohttp
 import pytest
 
 from gateway.cluster.redis import keys_for
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 
 KEY_TTL_MAX = 3000
 # Stored URLs the tests write themselves must look like the gateway's own, or they are

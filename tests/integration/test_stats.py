@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 
 TOKEN = "stats-test-token-0123456789abc"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -14,8 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.cluster.redis import keys_for
-from tests.support.images import noise_png as png
-from tests.support.images import sha
+from tests.support.images import noise_png as png, sha
 
 TOKEN = "url-metadata-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

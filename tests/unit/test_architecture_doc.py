@@ -3,6 +3,7 @@ module the doc's map names exists."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -33,13 +34,24 @@ def test_redis_table_matches_the_code() -> None:
 
 
 def test_the_table_covers_every_key_builder() -> None:
+    """Each key builder's key (its argument a placeholder) is a row of the table, and
+    each row is one builder's: by name, not by count."""
     parsers = ("table", "image_of_version", "user_of_legacy")
-    builders = {name for name in vars(RedisKeys)
-                if not name.startswith("_") and name not in parsers}
-    keys = RedisKeys("p", "d")
-    patterns = {k.pattern for k in RedisKeys.table()}
-    assert len(patterns) == len(builders | {"invalidate"})
-    assert keys.invalidate == "p:d:invalidate"
+    builders = sorted(name for name in vars(RedisKeys)
+                      if not name.startswith("_") and name not in parsers)
+    keys = RedisKeys("profile_pic", "{deployment}")
+
+    def placeholder(key: str) -> str:  # {key}, {user_id}, {cache_key}... -> {x}
+        return re.sub(r"\{(?!deployment\})[a-z_]+\}", "{x}", key)
+
+    built = {name: placeholder(getattr(keys, name)(
+        *["{x}"] * (len(inspect.signature(getattr(keys, name)).parameters))))
+        for name in builders}
+    built["invalidate"] = keys.invalidate  # a channel: an attribute, not a method
+    rows = [placeholder(k.pattern) for k in RedisKeys.table()]
+    assert sorted(built.values()) == sorted(rows), built
+    assert len(set(rows)) == len(rows)
+    assert RedisKeys("p", "d").invalidate == "p:d:invalidate"
 
 
 def test_modules_named_in_the_map_exist() -> None:

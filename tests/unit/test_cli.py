@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from gateway import __main__ as cli
-from gateway import server
+from gateway import __main__ as cli, server
 from gateway.cluster.redis import keys_for
 from gateway.config import Config, ConfigError
 from gateway.config_load import load
@@ -249,7 +248,9 @@ def test_the_cli_and_supervisor_import_no_server_stack() -> None:
     """The supervisor of N workers only spawns and watches them: it stays light, also
     once it has read the settings (presets are checked without Pillow)."""
     code = ("import sys, gateway.__main__, gateway.server; "
-            "from gateway.config_load import load; load('config/gateway.toml', {}); "
+            "from gateway.config_load import load; "
+            "from gateway.variants.spec import check_presets; "
+            "load('config/gateway.toml', {}, (check_presets,)); "
             "print(' '.join(sorted(m for m in ('aiohttp', 'redis', 'PIL', 'aiobotocore', "
             "'uvloop', 'botocore') if m in sys.modules)))")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

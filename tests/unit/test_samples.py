@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from gateway.config import ASSETS
+from gateway.config_checks import ASSETS
 from tests.support import REPO_ROOT
 from tools import make_samples as samples
 

@@ -38,17 +38,15 @@ from pathlib import Path
 from typing import Final
 
 from gateway.cache.disk.files import (
-    atomic_writer,
     entry_names,
     entry_path,
     key_hash,
-    remove_temps,
     shard_dirs,
-    temp_path,
     unlink,
     unlink_if_same,
 )
 from gateway.cache.disk.format import Corrupt, Foreign, hash_body, read_meta, read_meta_of
+from gateway.files import atomic_writer, remove_temps, temp_path
 from gateway.model import Blob, FileBlob, ObjectMeta, digest_of
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cache.disk import DiskCache
-from gateway.cache.disk import files as files_module
-from gateway.cache.disk import jobs as jobs_module
-from gateway.cache.disk.files import TEMP_PREFIX, key_hash
+from gateway import files as files_module
+from gateway.cache.disk import DiskCache, jobs as jobs_module
+from gateway.cache.disk.files import key_hash
 from gateway.cache.disk.format import HEADER_SIZE, MAGIC, encode_header, read_meta
 from gateway.cache.disk.jobs import TOUCH_INTERVAL, DiskJobs
+from gateway.files import TEMP_PREFIX
 from gateway.model import Blob, FileBlob, ObjectMeta
 from gateway.observe.counters import LayerCounters
 from tests.support import fakes

@@ -1,8 +1,8 @@
-"""ByteLRU: the book-keeping both cache layers share."""
+"""ByteLRU: the book-keeping both cache layers share; BoundedLRU: the small maps'."""
 
 from __future__ import annotations
 
-from gateway.cache.lru import ByteLRU
+from gateway.cache.lru import BoundedLRU, ByteLRU
 
 
 def lru(max_bytes: int = 10) -> ByteLRU[str, bytes]:
@@ -104,3 +104,41 @@ def test_add_older_into_an_empty_map_keeps_the_given_order() -> None:
     cache = lru(100)
     cache.add_older([("c/0", b"c"), ("a/0", b"a"), ("b/0", b"b")])
     assert eviction_order(cache) == ["c/0", "a/0", "b/0"]
+
+
+# -- BoundedLRU ------------------------------------------------------------------------
+
+
+def test_bounded_lru_drops_the_least_recently_used_when_over_its_count() -> None:
+    seen: BoundedLRU[str, str] = BoundedLRU(2)
+    seen.put("a", "1")
+    seen.put("b", "2")
+    assert seen.get("a") == "1"  # used: b is now the oldest
+    seen.put("c", "3")
+    assert (seen.peek("a"), seen.peek("b"), seen.peek("c")) == ("1", None, "3")
+    assert len(seen) == seen.size == 2
+
+
+def test_bounded_lru_peek_leaves_the_order_alone() -> None:
+    fifo: BoundedLRU[str, float] = BoundedLRU(2)
+    fifo.put("a", 0.0)
+    fifo.put("b", 1.0)
+    assert fifo.peek("a") == 0.0
+    fifo.put("c", 2.0)
+    assert fifo.peek("a") is None and fifo.peek("b") == 1.0
+    fifo.put("b", 3.0)  # a store makes it the newest
+    fifo.put("d", 4.0)
+    assert fifo.peek("c") is None and fifo.peek("b") == 3.0
+
+
+def test_bounded_lru_weighs_entries_with_size_of() -> None:
+    sized: BoundedLRU[str, str] = BoundedLRU(10, lambda key, value: len(key) + len(value))
+    assert not sized.put("k", "x" * 10)  # alone over the bound: not stored
+    assert len(sized) == 0 and sized.size == 0
+    assert sized.put("a", "1234") and sized.put("b", "1234")
+    assert sized.size == 10
+    sized.put("c", "1")
+    assert sized.peek("a") is None and sized.size == 7
+    assert sized.pop("b") == "1234" and sized.size == 2
+    sized.clear()
+    assert len(sized) == 0 and sized.size == 0

@@ -41,10 +41,11 @@ from gateway.cluster.fill import FillCodec
 from gateway.cluster.invalidation import Invalidator
 from gateway.cluster.lease import ClusterFlight
 from gateway.cluster.redis import RedisHealth, RedisKeys, RedisLink
+from gateway.cluster.urls import RedisUrlStore
 from gateway.config import IMAGE_TYPES
 from gateway.observe.counters import Stats
 from gateway.observe.rejected import RedisRejections
-from gateway.origin.presign import RedisUrlStore, UrlStore
+from gateway.origin.presign import UrlStore
 from gateway.service import FlightResult, ImageService
 from gateway.singleflight import SingleFlight
 from tests.support.fakes import FakeClock, FakeOrigin

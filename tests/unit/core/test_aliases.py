@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from gateway.cluster.aliases import AliasStore, key_from_redis, migrate_legacy_aliases
 from gateway.cluster.redis import RedisLink
-from gateway.errors import Unavailable
+from gateway.errors import AliasesFull, Unavailable
 from tests.support.redis_server import RedisServer
 
 from .conftest import CountedRejections, MakeLink
@@ -28,6 +28,22 @@ async def test_local_store_sets_resolves_deletes(no_redis: RedisLink) -> None:
     assert await aliases.resolve("bob") == "b2.png"
     await aliases.delete("bob")
     assert await aliases.resolve("bob") is None
+    assert await aliases.resolve("eve") == "e1.png"
+
+
+async def test_local_store_refuses_a_new_alias_when_full(no_redis: RedisLink) -> None:
+    """Without Redis the local map is the only copy: nothing is dropped to make room."""
+    aliases = AliasStore(no_redis, CountedRejections(), max_local=2)
+    await aliases.set("ann", "a1.png")
+    await aliases.set("bob", "b1.png")
+    with pytest.raises(AliasesFull) as refused:
+        await aliases.set("eve", "e1.png")
+    assert refused.value.status == 507
+    await aliases.set("ann", "a2.png")  # a change of a kept alias takes no room
+    assert [await aliases.resolve(u) for u in ("ann", "bob", "eve")] == [
+        "a2.png", "b1.png", None]
+    await aliases.delete("bob")
+    await aliases.set("eve", "e1.png")
     assert await aliases.resolve("eve") == "e1.png"
 
 

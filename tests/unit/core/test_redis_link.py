@@ -7,8 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError
 
 from gateway.cluster.redis import RedisHealth, RedisKeys, RedisLink
 from gateway.errors import Unavailable

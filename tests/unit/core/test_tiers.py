@@ -57,6 +57,27 @@ async def test_disk_hit_is_promoted_into_memory(tiers: TieredCache, clock: FakeC
     assert again.hit is not None and again.hit.layer is Layer.MEMORY
 
 
+async def test_a_lookup_says_whether_a_disk_missed(make_tiers: MakeTiers,
+                                                  clock: FakeClock) -> None:
+    """The service counts disk misses from this: never without a disk."""
+    with_disk, without = await make_tiers(disk=True), await make_tiers(disk=False)
+    for tiers, missed in ((with_disk, True), (without, False)):
+        assert (await tiers.lookup(K, clock())).disk_missed is missed
+        await tiers.store(K, blob(b"pixels", ttl=10, now=clock()))
+        assert not (await tiers.lookup(K, clock())).disk_missed  # a hit
+        expired = await tiers.lookup(K, clock() + 11)
+        assert expired.hit is None and expired.disk_missed is missed
+        assert expired.stale is not None
+        expired.stale.close()
+
+
+async def test_the_disk_is_a_readiness_check_when_there_is_one(make_tiers: MakeTiers) -> None:
+    tiers = await make_tiers(disk=True)
+    checks = tiers.checks()
+    assert list(checks) == ["disk"] and await checks["disk"]()
+    assert (await make_tiers(disk=False)).checks() == {}
+
+
 async def test_fresh_disk_copy_beats_an_expired_memory_copy(tiers: TieredCache,
                                                             clock: FakeClock) -> None:
     tiers.memory.put_nowait(K, blob(b"old", ttl=10))
@@ -298,7 +319,7 @@ async def test_gauges_with_disk(tiers: TieredCache) -> None:
 async def test_without_disk_memory_is_the_only_layer(make_tiers: MakeTiers,
                                                      clock: FakeClock) -> None:
     tiers = await make_tiers(disk=False)
-    assert not tiers.disk_enabled
+    assert tiers.checks() == {}
     await tiers.store(K, blob(b"pixels", ttl=10))
     await tiers.store("0::big.png", blob(BIG))
     found = await tiers.lookup(K, clock())

@@ -1,7 +1,6 @@
 from email.utils import formatdate
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from gateway.model import make_meta
 from gateway.web.conditional import is_not_modified, none_match, parse_etags
