@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-TEMP_PREFIX = ".tmp-"  # gateway/cache/disk.py names its temp files like this
+TEMP_PREFIX = ".tmp-"  # gateway/files.py names its temp files like this
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MiB = 1024 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -71,12 +71,15 @@ def files(root: Path) -> set[str]:
 
 
 def kill_when_writing(gw: Any, root: Path, fallback_after: float) -> None:
-    """SIGKILL ``gw`` the moment a new file shows up under ``root`` (a write has just
-    begun), or after ``fallback_after`` seconds. Blocking: run it in a thread, so
-    the polling is not slowed down by an event loop busy with response bodies."""
+    """SIGKILL ``gw`` the moment a new temp file shows up under ``root`` (a write has
+    just begun), or after ``fallback_after`` seconds. A write the polling missed (its
+    entry appeared whole) does not trigger it: the next object's write will. Blocking:
+    run it in a thread, so the polling is not slowed down by an event loop busy with
+    response bodies."""
     before = files(root)
     deadline = time.monotonic() + fallback_after
-    while time.monotonic() < deadline and files(root) <= before:
+    while time.monotonic() < deadline and not any(
+            name.startswith(TEMP_PREFIX) for name in files(root) - before):
         time.sleep(0.0005)
     gw.kill()
 
