@@ -4,7 +4,11 @@ label alone, so an HTML page stored as ``image/png`` is refused, not served."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from gateway.errors import UnsupportedMedia
+from gateway.model import Blob, make_meta
 
 # Labels that say nothing about the type; S3 gives these to uploads without one.
 _NEUTRAL_LABELS = frozenset({"", "application/octet-stream", "binary/octet-stream"})
@@ -63,3 +67,13 @@ def checked_type(body: bytes, label: str | None, allowed: frozenset[str]) -> str
     if actual is None or actual not in allowed:
         raise UnsupportedMedia(f"origin object bytes are {actual or 'not an image'}")
     return actual
+
+
+def load_fallback(path: str, *, allowed: frozenset[str]) -> Blob:
+    """Read the configured fallback picture once, at start-up: checked like origin
+    bytes (an allowed image by its magic numbers)."""
+    file = Path(path)
+    body = file.read_bytes()
+    content_type = checked_type(body, None, allowed)
+    return Blob(make_meta(body, content_type, int(file.stat().st_mtime), time.time(),
+                          float("inf")), body)

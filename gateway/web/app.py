@@ -47,12 +47,13 @@ from gateway.observe.recorder import Recorder
 from gateway.observe.rejected import RedisRejections
 from gateway.observe.shared import SHARED_DIR_ENV
 from gateway.origin import Origin, Uploadable
+from gateway.origin.content import load_fallback
 from gateway.origin.local import LocalOrigin
 from gateway.origin.presign import MemoryUrlStore, UrlStore
 from gateway.origin.resilient import CircuitBreaker, ResilientOrigin
 from gateway.origin.s3 import S3Origin
 from gateway.origin.timed import TimedOrigin
-from gateway.service import FlightResult, ImageService, load_fallback
+from gateway.service import FlightResult, ImageService
 from gateway.singleflight import SingleFlight
 from gateway.variants.service import VariantService
 from gateway.variants.spec import VariantRules
@@ -135,7 +136,7 @@ async def _build(config: Config, stack: contextlib.AsyncExitStack,
         fallback=_fallback(config), ttl=config.disk.ttl, ttl_jitter=config.disk.ttl_jitter,
         refresh_ahead=min(config.fetch.refresh_ahead, config.disk.ttl / 2),
         refusals=Refusals(config.cache.negative_ttl,
-                          config.cache.negative_max_bytes // config.server.workers))
+                          config.cache.negative_max_bytes // config.server.workers, stats))
     stack.push_async_callback(service.close)
     variants = _variants(config, service, cache, stack, tracing)
 

@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway import service as service_module
 from gateway.cache.disk import DiskCache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.tiers import NoDisk, TieredCache
@@ -46,7 +45,7 @@ from gateway.config import IMAGE_TYPES
 from gateway.observe.counters import Stats
 from gateway.observe.rejected import RedisRejections
 from gateway.origin.presign import UrlStore
-from gateway.service import FlightResult, ImageService
+from gateway.service import FlightResult, ImageService, refresh as refresh_module
 from gateway.singleflight import SingleFlight
 from tests.support.fakes import FakeClock, FakeOrigin
 
@@ -176,9 +175,9 @@ async def make_service(make_tiers: MakeTiers, origin: FakeOrigin,
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """A failed background refresh retries after 1 s * uniform(0.5, 1.5), doubling:
     here after ``scale`` times that, 0.001 unless a test sets ``fast_retries.scale``
-    (1000: the refresh sleeps for the rest of the test). Only inside gateway.service."""
+    (1000: the refresh sleeps for the rest of the test). Only inside gateway.service.refresh."""
     retries = SimpleNamespace(scale=0.001)
-    monkeypatch.setattr(service_module, "random",
+    monkeypatch.setattr(refresh_module, "random",
                         SimpleNamespace(uniform=lambda a, b: retries.scale * (a + b) / 2))
     return retries
 

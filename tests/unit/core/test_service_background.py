@@ -23,11 +23,11 @@ NEW = b"\x89PNG new"
 
 def refreshing(service: ImageService, key: str) -> bool:
     """Whether a background refresh of ``key`` is running (the service's own tasks)."""
-    return service._refreshes.running(key)
+    return service.refresher.running(key)
 
 
 def background_tasks(service: ImageService) -> int:
-    return len(service._refreshes)
+    return len(service.refresher)
 
 
 def fresh_in_memory(service: ImageService, image_id: str) -> bytes | None:

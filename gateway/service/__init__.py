@@ -24,30 +24,24 @@ never served as STALE: a purged picture must not come back when the origin fails
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from gateway.cache.refusals import REFUSALS, Refusals
+from gateway.cache.refusals import Refusals
 from gateway.cache.tiers import TieredCache
 from gateway.cluster.fill import Failed
 from gateway.cluster.lease import ClusterFlight
 from gateway.errors import Busy, NotFound, OriginError, OriginTimeout
 from gateway.model import Blob, Entry, FileBlob, Layer, ObjectMeta, Served, make_meta
 from gateway.observe.counters import Stats
-from gateway.observe.throttle import Throttled
 from gateway.origin import NotModified, Origin
-from gateway.origin.content import checked_type
 from gateway.origin.presign import SignedUrl
+from gateway.service.refresh import Refresher
 from gateway.singleflight import SingleFlight
-from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
-# Whoever knows the key of a refused object can ask for it: one line a minute at most.
-_refused_log = Throttled(log)
 
 # What one origin round trip produced: new bytes, or fresh metadata for the
 # bytes the caller already holds (the origin answered 304).
@@ -55,15 +49,13 @@ FlightResult = Blob | ObjectMeta
 
 
 class ImageService:
-    max_refresh_backoff = 60.0
-
     def __init__(self, *, cache: TieredCache, origin: Origin, cluster: ClusterFlight,
                  flights: SingleFlight[FlightResult], stats: Stats, fallback: Blob | None,
                  ttl: float, ttl_jitter: float = 0.0, refresh_ahead: float = 0.0,
                  refusals: Refusals | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.cache = cache
-        self.refusals = refusals if refusals is not None else Refusals(0, 0)
+        self.refusals = refusals if refusals is not None else Refusals(0, 0, stats)
         self.origin = origin
         self.cluster = cluster
         self.flights = flights
@@ -73,7 +65,7 @@ class ImageService:
         self.ttl_jitter = ttl_jitter
         self.refresh_ahead = refresh_ahead
         self.clock = clock
-        self._refreshes = BackgroundTasks("refresh")
+        self.refresher = Refresher(flights, self._fetch)
 
     def _entry_ttl(self) -> float:
         if not self.ttl_jitter:
@@ -93,7 +85,7 @@ class ImageService:
             return None
         self.stats.memory.hits += 1
         if blob.meta.expires_at - now < self.refresh_ahead:
-            self._refresh_soon(image_id, key, blob)
+            self.refresher.soon(image_id, key, blob)
         return Served(Layer.MEMORY, blob)
 
     async def get(self, image_id: str) -> Served:
@@ -115,7 +107,7 @@ class ImageService:
             stats.disk.hits += 1
             entry = hit.entry
             if isinstance(entry, Blob) and entry.meta.expires_at - now < self.refresh_ahead:
-                self._refresh_soon(image_id, key, entry)
+                self.refresher.soon(image_id, key, entry)
             return hit
         if found.disk_missed:
             stats.disk.misses += 1
@@ -125,7 +117,7 @@ class ImageService:
                            asked: float) -> Served:
         validator = stale.meta.origin_etag if stale is not None else None
         try:
-            self._refused_before(key, asked)
+            self.refusals.raise_remembered(key, asked, self.cache.trusted_since)
             result, joined = await self.flights.run(
                 key, lambda: self._fetch(image_id, key, validator, stale))
         except NotFound:
@@ -140,7 +132,7 @@ class ImageService:
             self.stats.stale_served += 1
             log.info("origin failed for %s; serving stale copy", image_id)
             if isinstance(stale, Blob):
-                self._refresh_soon(image_id, key, stale, retry=True)
+                self.refresher.soon(image_id, key, stale, retry=True)
             return Served(Layer.STALE, stale)
         except BaseException:
             _close(stale)
@@ -215,7 +207,7 @@ class ImageService:
             raise
         except OriginError as exc:
             self.stats.origin_errors += 1
-            if self._refused(image_id, exc):
+            if self.refusals.is_refusal(image_id, exc):
                 raise
             log.warning("origin fetch of %s failed: %s", image_id, exc.detail)
             raise
@@ -231,24 +223,6 @@ class ImageService:
         blob = Blob(meta, fetched.body)
         await self.cache.store(key, blob)
         return blob
-
-    def _refused_before(self, key: str, now: float) -> None:
-        """Raise the refusal remembered for ``key``, if any: no origin request."""
-        refusal = self.refusals.refusal(key, now, self.cache.trusted_since)
-        if refusal is not None:
-            self.stats.refused_hits += 1
-            raise refusal
-
-    def _refused(self, image_id: str, exc: OriginError) -> bool:
-        """Whether ``exc`` refuses the object itself (then logged here, throttled, and
-        not again by the edge)."""
-        if not isinstance(exc, REFUSALS):
-            return False
-        self.stats.origin_refused += 1
-        _refused_log.log(logging.WARNING, "refused %s: %s (remembered for cache.negative_ttl)",
-                         image_id, exc.detail)
-        exc.quiet = True
-        return True
 
     def fallback_for_unknown(self) -> Served:
         """The fallback answer for a name that resolves to no image (unknown user)."""
@@ -274,14 +248,14 @@ class ImageService:
             raise NotFound()
         cached = self.cache.in_memory(key)
         if cached is None or not self.cache.fresh(cached.meta, now):
-            self._refused_before(key, now)
+            self.refusals.raise_remembered(key, now, self.cache.trusted_since)
             try:
                 await self.origin.probe(image_id)
             except NotFound:
                 self.cache.remember_missing(key, now)
                 raise
             except OriginError as exc:
-                if self._refused(image_id, exc):
+                if self.refusals.is_refusal(image_id, exc):
                     self.refusals.remember(key, now, exc)
                 raise
         return await self.origin.url(image_id)
@@ -304,52 +278,14 @@ class ImageService:
         (see TieredCache.purge), and its background refresh."""
         if version is not None and version == self.cache.version_of(image_id):
             return
-        self._refreshes.cancel(self.cache.key_for(image_id))
+        self.refresher.cancel(self.cache.key_for(image_id))
         await self.cache.purge(image_id, version)
 
-    # -- background refresh ---------------------------------------------------------
-
-    def _refresh_soon(self, image_id: str, key: str, current: Blob,
-                      retry: bool = False) -> None:
-        """Revalidate in the background while the current copy is served: before it
-        expires (stale-while-revalidate), or, after an origin failure, with backoff
-        until the origin answers."""
-        if self._refreshes.running(key) or self.flights.in_flight(key):
-            return
-        self._refreshes.spawn(self._refresh(image_id, key, current, retry), key=key)
-
-    async def _refresh(self, image_id: str, key: str, current: Blob, retry: bool) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self.flights.run(key, lambda: self._fetch(
-                    image_id, key, current.meta.origin_etag, current))
-                return
-            except NotFound:
-                return  # _fetch purged it
-            except OriginError:
-                if not retry:
-                    return
-            except Exception:
-                log.exception("background refresh of %s failed", image_id)
-                return
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.max_refresh_backoff)
-
     async def close(self) -> None:
-        await self._refreshes.cancel_all()
+        await self.refresher.close()
         await self.flights.close()
 
 
 def _close(entry: Entry | None) -> None:
     if entry is not None:
         entry.close()
-
-
-def load_fallback(path: str, *, allowed: frozenset[str]) -> Blob:
-    """Read the configured fallback picture once, at start-up."""
-    file = Path(path)
-    body = file.read_bytes()
-    content_type = checked_type(body, None, allowed)
-    return Blob(make_meta(body, content_type, int(file.stat().st_mtime), time.time(),
-                          float("inf")), body)
