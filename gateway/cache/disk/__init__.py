@@ -20,8 +20,9 @@ scan are only counted once we read them.
 
 Deployments
     Files are named for, and hold, ``{namespace}/{cache key}`` (the namespace names
-    the deployment): deployments given one root never read each other's files. The
-    scan still counts theirs, and those of the layout before, until they age out.
+    the deployment): deployments given one root never read each other's files, and
+    ``clear`` removes only its own (and the layout before's). The scan still counts
+    theirs, and those of the layout before, until they age out.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ class DiskCache:
     async def _clear(self) -> None:
         await self._stop_scan()  # everything it would find is about to go
         self._index.clear()
-        removed = await self._run(self._jobs.clear)
+        removed = await self._run(self._jobs.clear, self._prefix)
         log.info("disk cache: cleared %d entries", removed)
 
     async def _stop_scan(self) -> None:

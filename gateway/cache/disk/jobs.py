@@ -321,14 +321,29 @@ class DiskJobs:
             found.append(Found(st.st_mtime, path.name, st.st_size, key))
         return found, corrupt, expired
 
-    def clear(self) -> int:
+    def clear(self, prefix: str = "") -> int:
+        """Remove every entry, or with ``prefix`` (``{namespace}/``) every entry but
+        another namespace's: deployments sharing the root clear only their own."""
         removed = 0
         cutoff = time.time() - self.temp_grace
         self.verified.clear()
         for folder in shard_dirs(self.root):
             remove_temps(folder, cutoff)
-            removed += sum(unlink(folder / name) for name in entry_names(folder))
+            removed += sum(unlink(folder / name) for name in entry_names(folder)
+                           if not prefix or not self._others(folder / name, prefix))
         return removed
+
+    @staticmethod
+    def _others(path: Path, prefix: str) -> bool:
+        """Whether the entry at ``path`` belongs to a namespace other than ``prefix``'s
+        (entries of the layout before namespaces, and unreadable ones, do not)."""
+        try:
+            with open(path, "rb") as f:
+                key, _meta, _offset = read_meta(f, os.fstat(f.fileno()).st_size)
+        except (Corrupt, Foreign, OSError):
+            return False
+        namespace, slash, _rest = key.partition("/")
+        return bool(slash) and ":" not in namespace and key[:len(prefix)] != prefix
 
     def probe(self) -> bool:
         """Whether a small file can be created and removed under root."""

@@ -535,6 +535,27 @@ async def test_namespaces_on_one_root_never_read_each_other(make_cache: MakeCach
     assert shrunk.entry_count == 2 and shrunk.counters.evictions == 1
 
 
+async def test_clear_removes_only_its_own_namespace(make_cache: MakeCache,
+                                                    tmp_path: Path) -> None:
+    """An operator's "clear the cache" on one deployment must not empty another's
+    entries on a shared root (the layout before namespaces goes with it)."""
+    before = await make_cache()
+    await before.put("0::a.png", blob(b"old layout" * 100))
+    await before.close()
+    theirs = await make_cache(namespace="d2")
+    await theirs.put("0::a.png", blob(b"theirs" * 100))
+    await theirs.close()
+    mine = await make_cache(namespace="d1")
+    await mine.put("0::a.png", blob(b"mine" * 100))
+    await mine.put("0::b.png", blob(b"mine too" * 100))
+    await mine.clear()
+    assert await mine.get("0::a.png") is None and mine.entry_count == 0
+    assert files_under(tmp_path) == [theirs.path_for("0::a.png")]
+    await mine.close()
+    again = await make_cache(namespace="d2")
+    assert await again.get("0::a.png") == blob(b"theirs" * 100)
+
+
 def test_a_namespace_holds_no_separator() -> None:
     for bad in ("a/b", "a:b"):
         with pytest.raises(ValueError, match="namespace"):
