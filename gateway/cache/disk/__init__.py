@@ -21,8 +21,8 @@ scan are only counted once we read them.
 Deployments
     Files are named for, and hold, ``{namespace}/{cache key}`` (the namespace names
     the deployment): deployments given one root never read each other's files, and
-    ``clear`` removes only its own (and the layout before's). The scan still counts
-    theirs, and those of the layout before, until they age out.
+    a purge or ``clear`` removes only its own (and the layout before's). The scan
+    still counts theirs, and those of the layout before, until they age out.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar, TypeVarTuple
 
-from gateway.cache.disk.files import key_hash
+from gateway.cache.disk.files import key_hash, other_namespace
 from gateway.cache.disk.format import encode_header, storable
-from gateway.cache.disk.jobs import DEFAULT_TEMP_GRACE, DiskJobs, Found, Read
+from gateway.cache.disk.jobs import DEFAULT_TEMP_GRACE, DiskJobs, Found, close_orphan
 from gateway.cache.lru import ByteLRU
 from gateway.model import Blob, FileBlob, ObjectMeta, image_of
 from gateway.observe.counters import LayerCounters
@@ -57,15 +57,6 @@ class _Record:
     size: int  # whole file: header + body
     key: str
     tick: int  # when the index last learned of this file (see DiskCache.get)
-
-
-def _close_orphan(cf: concurrent.futures.Future[Read]) -> None:
-    """A get was cancelled while its job ran: close the file nobody will send."""
-    if cf.cancelled() or cf.exception() is not None:
-        return
-    entry = cf.result().entry
-    if entry is not None:
-        entry.close()
 
 
 class DiskCache:
@@ -130,6 +121,10 @@ class DiskCache:
     def _stored(self, key: str) -> str:  # as the files hold it, and the index knows it
         return self._prefix + key
 
+    def _key_of(self, h: str) -> str:
+        record = self._index.get(h)
+        return record.key if record is not None else ""
+
     def path_for(self, key: str) -> Path:
         return self._jobs.path(key_hash(self._stored(key)))
 
@@ -185,7 +180,7 @@ class DiskCache:
             try:
                 res = await asyncio.wrap_future(cf)
             except asyncio.CancelledError:
-                cf.add_done_callback(_close_orphan)
+                cf.add_done_callback(close_orphan)
                 raise
         if res.entry is not None:
             if self._purged is not None and image_of(key) in self._purged \
@@ -248,7 +243,9 @@ class DiskCache:
         """
         if self._closed:
             return 0
-        hashes = self._index.keys_of(image_id)
+        # Another deployment's copies of the same key on a shared root are its own.
+        hashes = [h for h in self._index.keys_of(image_id)
+                  if not other_namespace(self._key_of(h), self._prefix)]
         for h in hashes:
             self._drop(h)
         if self._purged is not None:
@@ -341,7 +338,7 @@ class DiskCache:
         for e in sorted(found, key=lambda e: e.mtime):
             if e.hash in forgotten:
                 continue
-            if image_of(e.key) not in purged:
+            if image_of(e.key) not in purged or other_namespace(e.key, self._prefix):
                 older.append((e.hash, _Record(e.size, e.key, 0)))
             elif e.hash not in self._index:  # in the index: stored since the purge
                 doomed.append(e.hash)

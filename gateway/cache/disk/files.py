@@ -23,6 +23,14 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def other_namespace(key: str, prefix: str) -> bool:
+    """Whether the stored ``key`` belongs to a namespace other than ``prefix``'s
+    (``{namespace}/``; "" owns every entry). Keys of the layout before namespaces
+    (``{version}:...``, a ':' before any '/') belong to every namespace."""
+    namespace, slash, _rest = key.partition("/")
+    return bool(prefix and slash) and ":" not in namespace and not key.startswith(prefix)
+
+
 def entry_path(root: Path, h: str) -> Path:
     return root / h[0:2] / h[2:4] / h
 

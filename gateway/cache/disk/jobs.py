@@ -29,6 +29,7 @@ Verification
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -41,6 +42,7 @@ from gateway.cache.disk.files import (
     entry_names,
     entry_path,
     key_hash,
+    other_namespace,
     shard_dirs,
     unlink,
     unlink_if_same,
@@ -335,15 +337,15 @@ class DiskJobs:
 
     @staticmethod
     def _others(path: Path, prefix: str) -> bool:
-        """Whether the entry at ``path`` belongs to a namespace other than ``prefix``'s
-        (entries of the layout before namespaces, and unreadable ones, do not)."""
+        """Whether the entry at ``path`` is another namespace's (an unreadable one
+        is nobody's: it goes)."""
         try:
             with open(path, "rb") as f:
                 key, _meta, _offset = read_meta(f, os.fstat(f.fileno()).st_size)
         except (Corrupt, Foreign, OSError):
             return False
-        namespace, slash, _rest = key.partition("/")
-        return bool(slash) and ":" not in namespace and key[:len(prefix)] != prefix
+        return other_namespace(key, prefix)
+
 
     def probe(self) -> bool:
         """Whether a small file can be created and removed under root."""
@@ -358,3 +360,12 @@ class DiskJobs:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             return False
+
+
+def close_orphan(cf: concurrent.futures.Future[Read]) -> None:
+    """A get was cancelled while its job ran: close the file nobody will send."""
+    if cf.cancelled() or cf.exception() is not None:
+        return
+    entry = cf.result().entry
+    if entry is not None:
+        entry.close()

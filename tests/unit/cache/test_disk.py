@@ -507,7 +507,8 @@ async def test_scan_shrinks_to_a_lowered_bound(make_cache: MakeCache) -> None:
 async def test_namespaces_on_one_root_never_read_each_other(make_cache: MakeCache,
                                                            tmp_path: Path) -> None:
     """Two deployments, or this one before the namespace existed: the other's file of
-    the same key is no hit, yet the scan counts it and the bound evicts it."""
+    the same key is no hit and no purge of ours removes it, yet the scan counts it and
+    the bound evicts it."""
     before = await make_cache()  # the layout without a namespace
     await before.put("0::a.png", blob(b"old layout" * 100))
     mine = await make_cache(namespace="d1")
@@ -524,8 +525,10 @@ async def test_namespaces_on_one_root_never_read_each_other(make_cache: MakeCach
     third = await make_cache(namespace="d3")
     assert await third.get("0::a.png") is None
     assert (third.entry_count, third.size_bytes) == (3, on_disk)
-    assert await third.purge("a.png") == 3  # its image is known whatever the namespace
-    assert files_under(tmp_path) == []
+    # Its purge takes the layout before's copy, never another deployment's.
+    assert await third.purge("a.png") == 1
+    assert sorted(files_under(tmp_path)) == sorted([mine.path_for("0::a.png"),
+                                                    theirs.path_for("0::a.png")])
     for namespace in ("", "d1", "d2"):  # the three files again
         again = await make_cache(namespace=namespace)
         await again.put("0::a.png", blob(b"x" * 400))
@@ -615,6 +618,29 @@ async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
     assert files_under(second.root) == sorted([second.path_for("1::a.png"),
                                                second.path_for("0::b.png")])
     assert second.entry_count == 2
+
+
+async def test_a_purge_during_the_scan_spares_another_namespace(
+        make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    theirs = await make_cache(namespace="d2")
+    await theirs.put("0::a.png", blob(b"theirs"))
+    await theirs.close()
+
+    release = threading.Event()
+    real_scan_job = DiskJobs.scan
+
+    def slow_scan_job(self: DiskJobs, *args: object) -> object:
+        assert release.wait(timeout=10)
+        return real_scan_job(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
+    mine = await make_cache(namespace="d1", scan=False)
+    assert await mine.purge("a.png") == 0  # before the scan reached their file
+    release.set()
+    await mine.wait_scanned()
+    await mine.close()
+    assert files_under(mine.root) == [theirs.path_for("0::a.png")]
+    assert mine.entry_count == 1  # counted against the bound all the same
 
 
 async def test_entry_deleted_during_the_scan_does_not_come_back(
