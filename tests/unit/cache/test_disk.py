@@ -584,14 +584,9 @@ async def test_scan_drops_corrupt_and_long_expired_files(make_cache: MakeCache) 
     assert files_under(second.root) == [second.path_for("0::good")]
 
 
-async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    first = await make_cache()
-    await first.put("0::a.png", blob(b"a"))
-    await first.put("0:w64:a.png", blob(b"a64"))
-    await first.put("0::b.png", blob(b"b"))
-    await first.close()
-
+@pytest.fixture
+def scan_held(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The start-up scan's job waits until the returned event is set."""
     release = threading.Event()
     real_scan_job = DiskJobs.scan
 
@@ -600,6 +595,17 @@ async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
         return real_scan_job(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
+    return release
+
+
+async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
+                                                scan_held: threading.Event) -> None:
+    first = await make_cache()
+    await first.put("0::a.png", blob(b"a"))
+    await first.put("0:w64:a.png", blob(b"a64"))
+    await first.put("0::b.png", blob(b"b"))
+    await first.close()
+
     second = await make_cache(scan=False)  # returns although the scan is blocked
     assert second.entry_count == 0
     assert await second.get("0::b.png") == blob(b"b")  # unscanned files are served
@@ -611,7 +617,7 @@ async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
     assert not second.path_for("0::a.png").exists()
     stored_after = blob(b"a, new")
     await second.put("1::a.png", stored_after)  # stored after the purge: kept
-    release.set()
+    scan_held.set()
     await second.wait_scanned()
     assert await second.get("1::a.png") == stored_after
     await second.close()  # waits for the removals the scan started
@@ -621,22 +627,14 @@ async def test_start_does_not_wait_for_the_scan(make_cache: MakeCache,
 
 
 async def test_a_purge_during_the_scan_spares_another_namespace(
-        make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_cache: MakeCache, scan_held: threading.Event) -> None:
     theirs = await make_cache(namespace="d2")
     await theirs.put("0::a.png", blob(b"theirs"))
     await theirs.close()
 
-    release = threading.Event()
-    real_scan_job = DiskJobs.scan
-
-    def slow_scan_job(self: DiskJobs, *args: object) -> object:
-        assert release.wait(timeout=10)
-        return real_scan_job(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(DiskJobs, "scan", slow_scan_job)
     mine = await make_cache(namespace="d1", scan=False)
     assert await mine.purge("a.png") == 0  # before the scan reached their file
-    release.set()
+    scan_held.set()
     await mine.wait_scanned()
     await mine.close()
     assert files_under(mine.root) == [theirs.path_for("0::a.png")]
