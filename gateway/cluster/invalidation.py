@@ -69,7 +69,7 @@ class Invalidator:
         bus.on_gap = self.on_gap
 
     async def purge(self, image_id: str) -> PurgeResult:
-        floor = max(self.caches.version_of(image_id) + 1, time.time_ns() // 1000)
+        floor = self._next_version(image_id)
         version = await self.bus.bump(image_id, floor)
         propagated = version is not None
         if version is None:
@@ -117,11 +117,15 @@ class Invalidator:
                 self.stats.purges_resent += 1
         log.info("purges taken here while redis was unavailable reached the other replicas")
 
+    def _next_version(self, image_id: str) -> int:
+        """The least version a purge of ``image_id`` may take: above this process's,
+        and the time in µs (above any a Redis that lost its data could hand out)."""
+        return max(self.caches.version_of(image_id) + 1, time.time_ns() // 1000)
+
     async def _send(self, image_id: str) -> bool:
         """A new cluster-wide version for ``image_id`` and the message: every replica
         (this one too, through its subscription) drops its copy."""
-        floor = max(self.caches.version_of(image_id) + 1, time.time_ns() // 1000)
-        if await self.bus.bump(image_id, floor) is None:
+        if await self.bus.bump(image_id, self._next_version(image_id)) is None:
             return False
         return await self.bus.publish_image(image_id)
 

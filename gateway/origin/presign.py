@@ -156,6 +156,11 @@ def _unexpired(items: dict[str, tuple[V, float]], image_id: str) -> V | None:
 def counted(stats: Stats, what: Literal["store", "known"], found: V | None) -> V | None:
     """``found``, counted as a hit or a miss of a store's URLs (``url_store_*``) or of
     what probes learned (``url_known_*``): one place for both stores' counting."""
-    name = f"url_{what}_{'misses' if found is None else 'hits'}"
-    setattr(stats, name, getattr(stats, name) + 1)
+    hit = found is not None
+    if what == "store":
+        stats.url_store_hits += hit
+        stats.url_store_misses += not hit
+    else:
+        stats.url_known_hits += hit
+        stats.url_known_misses += not hit
     return found
